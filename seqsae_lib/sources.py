@@ -1,0 +1,280 @@
+"""Where MovieLens files come from: an explicit folder, an environment variable, the cache, or a download.
+
+Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+Resolution order for a data set such as ``"ml-100k"``:
+
+1. ``data_dir`` passed by the caller: either the data-set folder itself (holding ``u.data``) or a folder
+   in GroupLens' layout holding ``ml-100k/``;
+2. the folder named by the environment variable ``SEQSAE_DATA`` (GroupLens' layout: ``$SEQSAE_DATA/ml-100k/``);
+3. the download cache (``SEQSAE_CACHE``, else ``pooch.os_cache("seqsae")``), if a previous download was
+   extracted there;
+4. a download of GroupLens' zip archive with :mod:`pooch`, verified against its published md5, then
+   extracted into the cache.
+
+A download goes to a temporary file that only replaces the cache entry once its checksum matches, and the
+archive is extracted into a temporary folder that is renamed into place when complete, so an interrupted or
+corrupt download never leaves a half-written data set behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "CACHE_ENV_VAR",
+    "DatasetSpec",
+    "DataSource",
+    "DataSourceError",
+    "DATASETS",
+    "default_cache_dir",
+    "fetch_archive",
+    "resolve_source",
+    "sha256_of",
+]
+
+DATA_ENV_VAR = "SEQSAE_DATA"
+"""Environment variable naming a folder in GroupLens' layout (holding ``ml-100k/``, ``ml-1m/``)."""
+
+CACHE_ENV_VAR = "SEQSAE_CACHE"
+"""Environment variable overriding the download cache folder."""
+
+
+class DataSourceError(RuntimeError):
+    """A data file is missing, corrupt, incomplete or cannot be downloaded.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    """
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where GroupLens publishes one data set and what its files must look like.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    """
+
+    name: str
+    """Data-set name and the folder name inside GroupLens' archive, e.g. ``"ml-100k"``."""
+    url: str
+    """Address of the zip archive."""
+    md5: str
+    """md5 of the zip archive as published by GroupLens."""
+    required_files: tuple[str, ...]
+    """Files the loader needs inside the data-set folder."""
+    sha256: tuple[tuple[str, str], ...] = ()
+    """Known sha256 of individual files (file name, hex digest), checked when the files are read."""
+
+    @property
+    def archive_name(self) -> str:
+        """File name of the archive in the cache."""
+        return self.url.rsplit("/", 1)[-1]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ml-100k": DatasetSpec(
+        name="ml-100k",
+        url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        md5="0e33842e24a9c977be4e0107933c0723",
+        required_files=("u.data", "u.item", "u.user", "u.genre"),
+        sha256=(
+            ("u.data", "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+            ("u.item", "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"),
+            ("u.user", "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c"),
+            ("u.genre", "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"),
+        ),
+    ),
+    "ml-1m": DatasetSpec(
+        name="ml-1m",
+        url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        md5="c4d9eecfca2ab87c1945afe126590906",
+        required_files=("ratings.dat", "movies.dat", "users.dat"),
+        sha256=(
+            ("movies.dat", "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9"),
+            ("users.dat", "1dc3a95300cb19f7c10e027daf29b8cdf1d908dab65b5edfb45950aa389a10a3"),
+        ),
+    ),
+}
+"""The MovieLens releases the library knows, keyed by name."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a loaded data set came from.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    """
+
+    kind: str
+    """How the folder was found: ``"argument"``, ``"environment"``, ``"cache"``, ``"download"`` or
+    ``"synthetic"``."""
+    path: Path | None
+    """The data-set folder that was read (``None`` for synthetic data)."""
+    verified: tuple[str, ...] = ()
+    """Files whose sha256 matched GroupLens' release byte for byte."""
+
+    def describe(self) -> str:
+        """One line for a reader: where the data came from, without machine-specific paths."""
+        if self.kind == "synthetic":
+            return "synthetic data generated in memory"
+        where = self.path.name if self.path is not None else "?"
+        ok = f", {len(self.verified)} files checksum-verified" if self.verified else ""
+        return f"{where} from the {self.kind}{ok}"
+
+
+def default_cache_dir() -> Path:
+    """The download cache: ``$SEQSAE_CACHE`` if set, else the user cache folder for ``seqsae``.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    """
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("seqsae"))
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _has_all(folder: Path, spec: DatasetSpec) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in spec.required_files)
+
+
+def _candidate(folder: Path, spec: DatasetSpec) -> Path:
+    """``folder`` itself if it is the data-set folder, else ``folder / spec.name``."""
+    if folder.name == spec.name or any((folder / f).is_file() for f in spec.required_files):
+        return folder
+    return folder / spec.name
+
+
+def _missing_message(folder: Path, spec: DatasetSpec, how: str) -> str:
+    missing = [f for f in spec.required_files if not (folder / f).is_file()]
+    return (
+        f"{spec.name}: {how} points at {folder}, but it lacks {', '.join(missing)} "
+        f"(expected GroupLens' layout: {spec.name}/{', '.join(spec.required_files)})"
+    )
+
+
+def fetch_archive(spec: DatasetSpec, cache_dir: Path, *, progressbar: bool = False) -> Path:
+    """Download ``spec``'s zip into ``cache_dir`` (md5-verified) and extract it; return the data-set folder.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    Raises
+    ------
+    DataSourceError
+        If the download fails or the archive's md5 differs from ``spec.md5``. Nothing partial is left in
+        ``cache_dir``: pooch downloads to a temporary file and only moves it into place after the checksum
+        passes, and extraction happens in a temporary folder renamed into place when complete.
+    """
+    import pooch
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / spec.name
+    try:
+        archive = pooch.retrieve(
+            url=spec.url,
+            known_hash=f"md5:{spec.md5}",
+            fname=spec.archive_name,
+            path=cache_dir,
+            progressbar=progressbar,
+        )
+    except ValueError as err:  # pooch's checksum mismatch
+        raise DataSourceError(
+            f"{spec.name}: the archive downloaded from {spec.url} failed its md5 check "
+            f"(expected {spec.md5}); nothing was kept. Details: {err}"
+        ) from err
+    except Exception as err:  # network errors of any kind
+        raise DataSourceError(
+            f"{spec.name}: could not download {spec.url} ({type(err).__name__}: {err}). "
+            f"Offline? Point the environment variable {DATA_ENV_VAR} at a folder holding {spec.name}/."
+        ) from err
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-extract-", dir=cache_dir))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        extracted = tmp / spec.name
+        if not _has_all(extracted, spec):
+            raise DataSourceError(_missing_message(extracted, spec, f"the archive {archive}"))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(extracted, target)
+    except zipfile.BadZipFile as err:
+        Path(archive).unlink(missing_ok=True)
+        raise DataSourceError(f"{spec.name}: {archive} is not a valid zip archive ({err}); removed it") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_source(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    spec: DatasetSpec | None = None,
+) -> DataSource:
+    """Find (or download) the folder of data set ``name`` and say where it came from.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    Parameters
+    ----------
+    name
+        ``"ml-100k"`` or ``"ml-1m"``.
+    data_dir
+        An explicit folder: the data-set folder itself or a folder holding it. Takes precedence.
+    cache_dir
+        Download cache; defaults to :func:`default_cache_dir`.
+    download
+        If ``False``, never touch the network: raise if no local copy is found.
+    spec
+        Override the registry entry (tests use it to point at a local HTTP server).
+
+    Raises
+    ------
+    DataSourceError
+        Naming every place that was searched when nothing is found, or what is missing in a folder
+        the caller or the environment named explicitly.
+    """
+    if spec is None:
+        if name not in DATASETS:
+            raise DataSourceError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+        spec = DATASETS[name]
+    if data_dir is not None:
+        folder = _candidate(Path(data_dir).expanduser(), spec)
+        if not _has_all(folder, spec):
+            raise DataSourceError(_missing_message(folder, spec, "data_dir"))
+        return DataSource("argument", folder.resolve())
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        folder = _candidate(Path(env).expanduser(), spec)
+        if not _has_all(folder, spec):
+            raise DataSourceError(_missing_message(folder, spec, f"${DATA_ENV_VAR}"))
+        return DataSource("environment", folder.resolve())
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if _has_all(cache / spec.name, spec):
+        return DataSource("cache", (cache / spec.name).resolve())
+    if not download:
+        raise DataSourceError(
+            f"{spec.name}: no local copy found (no data_dir given, ${DATA_ENV_VAR} unset, nothing in the "
+            f"cache {cache}) and download=False"
+        )
+    return DataSource("download", fetch_archive(spec, cache, progressbar=True).resolve())
