@@ -118,8 +118,9 @@ class RatingsData:
                 "items in catalogue": len(self.items),
                 "items rated": n_rated,
                 "genres": len(self.genre_names),
-                "density": self.num_ratings / (n_users * n_rated),
+                "density": round(self.num_ratings / (n_users * n_rated), 4),
             },
+            dtype=object,
             name=self.name,
         )
 

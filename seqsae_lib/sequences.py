@@ -133,6 +133,21 @@ class SequenceData:
             raise KeyError(f"user id {user_id} is not in {self.name} after preprocessing ({self.num_users} users)")
         return int(hits[0])
 
+    def history(self, user: int, last: int = 10) -> pd.DataFrame:
+        """A user's most recent items as a table: date, title, year, genres (``user`` is the internal index).
+
+        Introduced in chapter 1 (``chapters/01_data.ipynb``).
+        """
+        if not 0 <= user < self.num_users:
+            raise IndexError(f"user index {user} outside 0..{self.num_users - 1}")
+        seq, ts = self.sequences[user][-last:], self.timestamps[user][-last:]
+        start = len(self.sequences[user]) - len(seq)
+        frame = self.items.loc[seq, ["title", "year", "genres"]].reset_index(drop=True)
+        frame.insert(0, "position", np.arange(start, start + len(seq)))
+        frame.insert(1, "date", pd.to_datetime(ts, unit="s").strftime("%Y-%m-%d %H:%M"))
+        frame["genres"] = frame["genres"].map(", ".join)
+        return frame.set_index("position")
+
     def fingerprint(self) -> dict[str, Any]:
         """JSON-able identity of this preprocessing: checkpoints refuse to load against a different one."""
         return {
@@ -253,7 +268,7 @@ def make_sequences(
         {
             "movielens_id": item_ids[1:],
             "title": meta["title"].to_numpy(),
-            "year": meta["year"].to_numpy(),
+            "year": meta["year"].array,
             "genres": meta["genres"].to_numpy(),
             "popularity": popularity,
         },

@@ -1,0 +1,31 @@
+# The README's commands. `make book` sets up and builds the book (executing every chapter);
+# `make test` sets up and runs every test (library tests and the executed chapters under nbval).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On CPU-only machines install torch's CPU build first. Where pip would pick a CUDA build, use e.g.
+#   make book TORCH_PIP_ARGS="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?= torch==2.13.0
+BOOK_FLAGS ?= -W -n --keep-going
+
+.PHONY: setup test book bench clean-book
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(TORCH_PIP_ARGS)
+	$(BIN)/pip install -e ".[book,test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(BIN)/python -m pytest
+
+book: setup
+	$(BIN)/jupyter-book build . --toc book/_toc.yml $(BOOK_FLAGS)
+
+bench: setup
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean-book:
+	rm -rf _build
