@@ -1,11 +1,23 @@
 """seqsae_lib: sparse autoencoders for transformer sequential recommenders.
 
 The library behind the book *Sparse Autoencoders for Sequential Recommenders*. Data flows one way:
-data -> model -> activations -> SAE -> interpretation -> steering -> plots/widgets.
+data -> model -> activations -> SAE -> interpretation -> steering -> plots/widgets. Everything a chapter
+uses is importable from the top level (``import seqsae_lib as sl``).
 """
-from seqsae_lib.sources import DataSource, DataSourceError, DatasetSpec, DATASETS, resolve_source
-from seqsae_lib.movielens import RatingsData, PlantedTopics, load_movielens
 
-__version__ = "0.1.0"
+from seqsae_lib.sources import DATASETS, DataSource, DataSourceError, DatasetSpec, resolve_source
+from seqsae_lib.movielens import PlantedTopics, RatingsData, load_movielens
 from seqsae_lib.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
 from seqsae_lib.synthetic import make_synthetic
+from seqsae_lib.runtime import resolve_device, set_seed, set_threads
+from seqsae_lib.batching import NextItemDataset, left_pad, make_train_loader
+from seqsae_lib.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
+from seqsae_lib.capture import Recording, intervene, record
+from seqsae_lib.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
+from seqsae_lib.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
+from seqsae_lib.training import History, TrainConfig, train_sasrec
+from seqsae_lib.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
+from seqsae_lib import movielens, plots, sequences, sources
+from seqsae_lib.plots import plot_genre_counts, plot_sequence_lengths, plot_split, plot_topic_transitions
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""Ranking metrics for one held-out target per user.
+
+Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+Every metric takes the **0-based rank** ``r`` of each user's held-out item in
+that user's ranked list (``r = 0`` means it was recommended first) and is
+vectorised over users. With ``reduce="mean"`` (default) the per-user values
+are averaged into a float; ``reduce="none"`` returns the per-user array, for
+paired comparisons between models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+__all__ = ["hit_rate_at_k", "hr_at_k", "ndcg_at_k", "mrr_at_k", "coverage_at_k"]
+
+Reduce = Literal["mean", "none"]
+
+
+def _ranks(ranks: Any) -> np.ndarray:
+    if isinstance(ranks, torch.Tensor):
+        ranks = ranks.detach().cpu().numpy()
+    r = np.asarray(ranks)
+    if r.ndim != 1:
+        raise ValueError(f"ranks must be a 1-D array (one rank per user), got shape {r.shape}")
+    if r.size == 0:
+        raise ValueError("ranks is empty; expected at least one user")
+    if not np.issubdtype(r.dtype, np.integer):
+        if not np.issubdtype(r.dtype, np.floating) or not np.all(np.isfinite(r)) or np.any(r != np.round(r)):
+            raise ValueError(f"ranks must be whole numbers (0-based ranks), got dtype {r.dtype}")
+    r = r.astype(np.int64)
+    if r.min() < 0:
+        raise ValueError(f"ranks must be >= 0 (0-based), got minimum {int(r.min())}")
+    return r
+
+
+def _k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    return int(k)
+
+
+def _reduce(values: np.ndarray, reduce: Reduce) -> float | np.ndarray:
+    if reduce == "mean":
+        return float(values.mean())
+    if reduce == "none":
+        return values
+    raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
+
+
+def hit_rate_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
+    """Hit rate (HR@k, recall@k with one target): ``1[r < k]``.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``.
+
+    Parameters
+    ----------
+    ranks : array-like of int
+        ``(n_users,)`` 0-based ranks of the held-out items.
+    k : int
+        Cut-off (list length), ``k >= 1``.
+    reduce : {"mean", "none"}
+        Average over users, or return per-user values.
+    """
+    r, k = _ranks(ranks), _k(k)
+    return _reduce((r < k).astype(np.float64), reduce)
+
+
+hr_at_k = hit_rate_at_k
+
+
+def ndcg_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
+    """Normalised discounted cumulative gain: ``1[r < k] / log2(r + 2)``.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``:
+    rank 0 gives 1, rank 2 gives ``1/log2(4) = 0.5``, rank ``>= k`` gives 0.
+    With a single relevant item the ideal DCG is 1, so DCG equals NDCG.
+
+    Parameters
+    ----------
+    ranks : array-like of int
+        ``(n_users,)`` 0-based ranks of the held-out items.
+    k : int
+        Cut-off, ``k >= 1``.
+    reduce : {"mean", "none"}
+    """
+    r, k = _ranks(ranks), _k(k)
+    vals = np.where(r < k, 1.0 / np.log2(r.astype(np.float64) + 2.0), 0.0)
+    return _reduce(vals, reduce)
+
+
+def mrr_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
+    """Mean reciprocal rank, truncated: ``1[r < k] / (r + 1)``.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``.
+
+    Parameters
+    ----------
+    ranks : array-like of int
+        ``(n_users,)`` 0-based ranks of the held-out items.
+    k : int
+        Cut-off, ``k >= 1``.
+    reduce : {"mean", "none"}
+    """
+    r, k = _ranks(ranks), _k(k)
+    vals = np.where(r < k, 1.0 / (r.astype(np.float64) + 1.0), 0.0)
+    return _reduce(vals, reduce)
+
+
+def coverage_at_k(top_items: Any, num_items: int) -> float:
+    """Catalogue coverage: fraction of items in at least one user's top-k list.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``:
+    ``|union_u topk(u)| / num_items``. ``k`` is the width of ``top_items``.
+
+    Parameters
+    ----------
+    top_items : array-like of int
+        ``(n_users, k)`` recommended item ids in ``1..num_items``.
+    num_items : int
+        Catalogue size (number of real items).
+    """
+    if isinstance(top_items, torch.Tensor):
+        top_items = top_items.detach().cpu().numpy()
+    t = np.asarray(top_items)
+    if t.ndim != 2:
+        raise ValueError(f"top_items must be (n_users, k), got shape {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"top_items must hold integer item ids, got dtype {t.dtype}")
+    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
+        raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
+    if t.size == 0:
+        return 0.0
+    if t.min() < 1 or t.max() > num_items:
+        raise ValueError(
+            f"top_items must be ids in [1, {num_items}] (0 is padding), got [{int(t.min())}, {int(t.max())}]"
+        )
+    return float(len(np.unique(t)) / num_items)

@@ -1,0 +1,110 @@
+"""Runtime helpers: seeding, CPU thread count and device selection.
+
+Introduced in chapter 2 (chapters/02_sasrec.ipynb), where the SASRec model is
+trained reproducibly on a small CPU.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["set_seed", "set_threads", "resolve_device"]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's random number generators.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative integer seed. The same seed gives identical weights and
+        batches on CPU (GPU kernels may still be non-deterministic).
+
+    Raises
+    ------
+    TypeError
+        If ``seed`` is not an integer.
+    ValueError
+        If ``seed`` is negative.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_threads(n: int | None) -> int:
+    """Set the number of CPU threads PyTorch uses for intra-op parallelism.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+    Parameters
+    ----------
+    n : int or None
+        Number of threads (>= 1). ``None`` leaves PyTorch's default unchanged.
+
+    Returns
+    -------
+    int
+        The number of threads PyTorch uses after the call.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not ``None`` and smaller than 1.
+    """
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"num_threads must be None or an int >= 1, got {n!r}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn a device specification into a :class:`torch.device`.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+    Parameters
+    ----------
+    device : str or torch.device, default "auto"
+        ``"auto"`` picks ``cuda`` when a GPU is available, else ``cpu``. Any
+        other string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) is passed
+        to :class:`torch.device`.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If the string is not a valid device, or names CUDA when none is
+        available.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        spec = device.strip().lower()
+        if spec == "auto":
+            spec = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(spec)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev

@@ -1,0 +1,144 @@
+"""Tests for seqsae_lib.training (chapter 2). Small models, a few epochs each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+from seqsae_lib.batching import left_pad
+from seqsae_lib.evaluation import evaluate
+from seqsae_lib.runtime import set_seed
+from seqsae_lib.sasrec import SASRec
+from seqsae_lib.training import History, TrainConfig, sequence_loss, train_sasrec
+
+
+@dataclass(frozen=True)
+class FakeSplit:
+    num_items: int
+    train: list[np.ndarray]
+    valid_inputs: list[np.ndarray]
+    valid_targets: np.ndarray
+    test_inputs: list[np.ndarray]
+    test_targets: np.ndarray
+    fingerprint: dict = field(default_factory=dict)
+
+
+def cyclic_split(n_users: int = 48, num_items: int = 20, seed: int = 0) -> FakeSplit:
+    """Each user walks the catalogue in order (next = prev + 1, wrapping): easy to learn."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n_users):
+        start, length = rng.integers(1, num_items + 1), rng.integers(6, 14)
+        seqs.append(((start - 1 + np.arange(length)) % num_items + 1).astype(np.int64))
+    return FakeSplit(
+        num_items=num_items,
+        train=[s[:-2] for s in seqs],
+        valid_inputs=[s[:-2] for s in seqs],
+        valid_targets=np.array([s[-2] for s in seqs]),
+        test_inputs=[s[:-1] for s in seqs],
+        test_targets=np.array([s[-1] for s in seqs]),
+        fingerprint={"name": "cyclic", "num_items": num_items, "n_users": n_users},
+    )
+
+
+def small_model(num_items: int = 20, seed: int = 0) -> SASRec:
+    set_seed(seed)
+    return SASRec(num_items=num_items, max_len=16, d_model=16, n_layers=1, n_heads=1, dropout=0.1)
+
+
+FAST = dict(batch_size=16, progress=False, num_threads=1, device="cpu")
+
+
+def test_learns_a_simple_pattern():
+    split = cyclic_split()
+    model = small_model()
+    hist = train_sasrec(model, split, TrainConfig(max_epochs=12, lr=1e-2, patience=None, eval_every=4, **FAST))
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    res = evaluate(model, split.test_inputs, split.test_targets, num_items=20, filter_seen=False)
+    assert res.metrics["HR@10"] > 0.9 and res.metrics["NDCG@10"] > 0.6  # random: HR 0.5, NDCG ~0.2
+    assert not model.training
+
+
+def test_same_seed_gives_identical_weights():
+    split = cyclic_split(n_users=20)
+    states = []
+    for _ in range(2):
+        m = small_model()
+        train_sasrec(m, split, TrainConfig(max_epochs=2, patience=None, seed=7, **FAST))
+        states.append(m.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_naive_loss_equals_trimmed_loss():
+    split = cyclic_split(n_users=10)
+    model = small_model().eval()
+    x = left_pad([s[:-1] for s in split.train], 16)
+    y = left_pad([s[1:] for s in split.train], 16)
+    fast, n_fast = sequence_loss(model, x[:, 4:], y[:, 4:])
+    naive, n_naive = sequence_loss(model, x, y, naive=True)
+    assert n_fast == n_naive == int((y != 0).sum())
+    torch.testing.assert_close(fast, naive)
+    hist = train_sasrec(small_model(), split, TrainConfig(max_epochs=1, naive=True, **FAST))
+    assert np.isfinite(hist.train_loss[0])
+
+
+def test_early_stopping_restores_best_weights():
+    split = cyclic_split(n_users=20)
+    model = small_model()
+    hist = train_sasrec(model, split, TrainConfig(max_epochs=10, lr=1e-9, patience=2, **FAST))
+    assert hist.stopped_early and hist.best_epoch == 1 and len(hist.epochs) == 3
+    res = evaluate(model, split.valid_inputs, split.valid_targets, num_items=20)
+    assert res.metrics["NDCG@10"] == pytest.approx(hist.best_value)
+
+
+def test_history_frame():
+    split = cyclic_split(n_users=20)
+    hist = train_sasrec(small_model(), split, TrainConfig(max_epochs=3, eval_every=2, patience=None, **FAST))
+    assert isinstance(hist, History)
+    df = hist.to_frame()
+    assert list(df.index) == [1, 2, 3]
+    assert {"train_loss", "seconds", "train_seconds", "val_NDCG@10", "val_HR@10"} <= set(df.columns)
+    assert np.isnan(df.loc[1, "val_NDCG@10"]) and not np.isnan(df.loc[2, "val_NDCG@10"])
+    assert hist.config["max_epochs"] == 3
+
+
+def test_errors():
+    split = cyclic_split(n_users=10)
+    with pytest.raises(ValueError, match="num_items"):
+        train_sasrec(small_model(num_items=25), split, TrainConfig(max_epochs=1, **FAST))
+    with pytest.raises(ValueError, match="max_len"):
+        train_sasrec(small_model(), split, TrainConfig(max_epochs=1, max_len=50, **FAST))
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match="monitor"):
+        TrainConfig(monitor="AUC")
+
+
+def test_runtime_helpers():
+    from seqsae_lib.runtime import resolve_device, set_threads
+
+    set_seed(3)
+    a = torch.rand(3)
+    set_seed(3)
+    assert torch.equal(a, torch.rand(3))
+    with pytest.raises(ValueError, match=">= 0"):
+        set_seed(-1)
+    n = torch.get_num_threads()
+    assert set_threads(None) == n
+    assert set_threads(1) == 1
+    set_threads(n)
+    with pytest.raises(ValueError, match="num_threads"):
+        set_threads(0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
