@@ -17,12 +17,14 @@ from seqsae_lib.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
 from seqsae_lib.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
 from seqsae_lib.training import History, TrainConfig, train_sasrec
 from seqsae_lib.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
+from seqsae_lib.activations import ActivationFileError, ActivationStore, collect_activations
 from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
 from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, train_sae
 from seqsae_lib.sae_metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
 )
+from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
 from seqsae_lib import movielens, plots, sequences, sources
 from seqsae_lib.plots import plot_genre_counts, plot_sequence_lengths, plot_split, plot_topic_transitions
 
