@@ -38,7 +38,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.batching import check_sequences, left_pad, trim_left_padding
+from seqsae_lib.fileio import json_default as _json_default, atomic_write as _atomic_write
 from seqsae_lib.capture import record
 
 __all__ = ["ActivationStore", "collect_activations", "activation_paths", "ActivationFileError"]
@@ -81,30 +81,8 @@ def activation_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     return Path(stem + ".npz"), Path(stem + ".json")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (Path, os.PathLike)):
-        return os.fspath(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable: {obj!r}")
 
 
 @dataclass(frozen=True)

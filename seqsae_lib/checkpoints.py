@@ -19,16 +19,14 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from seqsae_lib.sasrec import SASRec, SASRecConfig
+from seqsae_lib.fileio import library_version as _library_version, to_jsonable as _to_jsonable, atomic_write as _atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -71,46 +69,12 @@ def checkpoint_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     return Path(stem + ".pt"), Path(stem + ".json")
 
 
-def _library_version() -> str:
-    try:
-        return metadata.version("seqsae")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    if isinstance(obj, (Path, os.PathLike)):
-        return os.fspath(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable: {obj!r}")
 
 
-def _to_jsonable(obj: Any, what: str) -> Any:
-    try:
-        return json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def save_checkpoint(

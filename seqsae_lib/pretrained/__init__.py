@@ -1,0 +1,111 @@
+"""The shipped models and the recipes that produce them.
+
+Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+
+A shipped checkpoint is always produced by a command in this repository: ``scripts/train_sasrec.py``
+trains :data:`SASREC_ML100K` with several seeds, reports the mean and spread, and saves one seed's model
+here with its validation and test metrics recorded in the JSON beside the weights. A test re-evaluates
+the shipped model on MovieLens-100k and checks the recorded figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from seqsae_lib.checkpoints import load_checkpoint
+from seqsae_lib.sasrec import SASRec
+from seqsae_lib.training import History, TrainConfig, train_sasrec
+
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "PRETRAINED_DIR", "pretrained_stem", "load_pretrained_sasrec",
+           "train_from_recipe"]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent
+"""Folder holding the shipped checkpoints (``<name>.pt`` + ``<name>.json``)."""
+
+
+@dataclass(frozen=True)
+class SASRecRecipe:
+    """Everything needed to reproduce a shipped SASRec: data preprocessing, model and training settings.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    """
+
+    name: str
+    """Checkpoint name in :data:`PRETRAINED_DIR`."""
+    dataset: str
+    """Data set passed to :func:`seqsae_lib.load_movielens`."""
+    sequences: dict[str, Any]
+    """Keyword arguments of :func:`seqsae_lib.make_sequences`."""
+    model: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SASRec` (``num_items`` comes from the data)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings; ``seed`` and ``num_threads`` are overridden per run."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored beside the checkpoint."""
+        return {"name": self.name, "dataset": self.dataset, "sequences": self.sequences,
+                "model": self.model, "train": asdict(self.train)}
+
+
+SASREC_ML100K = SASRecRecipe(
+    name="sasrec_ml100k",
+    dataset="ml-100k",
+    sequences={"min_user_interactions": 5, "min_item_interactions": 5, "tie_break": "file"},
+    model={"max_len": 200, "d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2},
+    train=TrainConfig(max_epochs=200, batch_size=128, lr=2e-3, patience=6, progress=True),
+)
+"""The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
+
+
+def pretrained_stem(name: str = SASREC_ML100K.name) -> Path:
+    """Path stem (no suffix) of a shipped checkpoint.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    """
+    return PRETRAINED_DIR / name
+
+
+def load_pretrained_sasrec(fingerprint: dict[str, Any], name: str = SASREC_ML100K.name) -> tuple[SASRec, dict]:
+    """Load a shipped SASRec, refusing data preprocessed differently from its training data.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+
+    Parameters
+    ----------
+    fingerprint
+        ``split.fingerprint`` (or ``SequenceData.fingerprint()`` plus ``"split"``) of the data at hand.
+    name
+        Checkpoint name in :data:`PRETRAINED_DIR`.
+
+    Returns
+    -------
+    model, meta
+        The model in eval mode and the JSON metadata (recipe, seeds, recorded metrics).
+
+    Raises
+    ------
+    seqsae_lib.CheckpointError
+        Missing or truncated files; :class:`seqsae_lib.FingerprintMismatchError` for other data.
+    """
+    model, meta = load_checkpoint(pretrained_stem(name), expected_fingerprint=fingerprint)
+    model.eval()
+    return model, meta
+
+
+def train_from_recipe(
+    split: Any, recipe: SASRecRecipe = SASREC_ML100K, *, seed: int = 0, num_threads: int | None = None,
+    **train_overrides: Any,
+) -> tuple[SASRec, History]:
+    """Build and train a SASRec on ``split`` exactly as ``recipe`` says, with one seed.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    """
+    from seqsae_lib.runtime import set_seed
+
+    set_seed(seed)
+    model = SASRec(num_items=split.num_items, **recipe.model)
+    config = replace(recipe.train, seed=seed, num_threads=num_threads, **train_overrides)
+    history = train_sasrec(model, split, config)
+    return model, history
