@@ -25,6 +25,7 @@ from seqsae_lib.sae_metrics import (
     feature_density, fvu, l0,
 )
 from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
+from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
 from seqsae_lib import activations, capture, evaluation, fidelity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
 from seqsae_lib.plots import plot_genre_counts, plot_sequence_lengths, plot_split, plot_topic_transitions
 

@@ -13,6 +13,7 @@ import torch
 
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.sae_metrics import evaluate_reconstruction
+from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
 from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, lr_factor, train_sae
 
 D, N_ATOMS, N = 32, 128, 20_000
@@ -20,15 +21,7 @@ D, N_ATOMS, N = 32, 128, 20_000
 
 def make_atoms_data(n: int = N, d: int = D, m: int = N_ATOMS, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations from a known sparse dictionary; the seed differs from any SAE seed used below."""
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.randn(m, d, generator=g)
-    atoms = atoms / atoms.norm(dim=1, keepdim=True)
-    num_active = 3 + (torch.rand(n, generator=g) < 0.5).long()
-    ranks = torch.rand(n, m, generator=g).argsort(dim=1).argsort(dim=1)
-    active = ranks < num_active[:, None]  # 3 or 4 distinct atoms per row
-    magnitudes = 0.5 + torch.rand(n, m, generator=g)
-    x = (magnitudes * active) @ atoms + 0.3 + 0.01 * torch.randn(n, d, generator=g)
-    return x, atoms
+    return sparse_dictionary_data(n, d, m, active=(3, 4), seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +42,7 @@ def trained_topk(atoms_data) -> tuple[SparseAutoencoder, SAEHistory]:
 
 
 def mean_max_cosine(atoms: torch.Tensor, sae: SparseAutoencoder) -> float:
-    w = sae.W_dec.detach()
-    w = w / w.norm(dim=1, keepdim=True)
-    return float((atoms @ w.T).max(dim=1).values.mean())
+    return float(atom_recovery(atoms, sae.W_dec).mean())
 
 
 def test_synthetic_data_has_the_intended_structure(atoms_data):

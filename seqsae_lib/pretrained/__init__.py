@@ -18,7 +18,8 @@ from seqsae_lib.checkpoints import load_checkpoint
 from seqsae_lib.sasrec import SASRec
 from seqsae_lib.training import History, TrainConfig, train_sasrec
 
-__all__ = ["SASRecRecipe", "SASREC_ML100K", "PRETRAINED_DIR", "pretrained_stem", "load_pretrained_sasrec",
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "pretrained_stem",
+           "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
            "train_from_recipe"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
@@ -109,3 +110,68 @@ def train_from_recipe(
     config = replace(recipe.train, seed=seed, num_threads=num_threads, **train_overrides)
     history = train_sasrec(model, split, config)
     return model, history
+
+
+@dataclass(frozen=True)
+class SAERecipe:
+    """Everything needed to reproduce a shipped SAE: the SASRec it reads, where, and how it is trained.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    """
+
+    name: str
+    """Checkpoint name in :data:`PRETRAINED_DIR`."""
+    sasrec: str
+    """Name of the shipped SASRec whose states the SAE reads."""
+    capture_point: str
+    """Capture point of the SASRec (see :attr:`seqsae_lib.SASRec.capture_points`)."""
+    sae: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SAEConfig` (``d_in`` comes from the model)."""
+    train: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SAETrainConfig`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored beside the checkpoint."""
+        return asdict(self)
+
+
+SAE_ML100K_FINAL = SAERecipe(
+    name="sae_ml100k_final",
+    sasrec=SASREC_ML100K.name,
+    capture_point="final",
+    sae={"d_sae": 1024, "kind": "topk", "k": 16},
+    train={"batch_size": 4096, "lr": 1e-3, "num_epochs": 10},
+)
+"""The recipe of the shipped SAE on the shipped SASRec's final state (see ``scripts/train_sae.py``)."""
+
+
+def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
+    """States an SAE is trained on: every position of every user's training window, with metadata.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``). The windows are ``split.train`` (the last
+    ``max_len`` items), so the last position's next item is the validation target; test targets are
+    never seen.
+    """
+    from seqsae_lib.activations import collect_activations
+
+    return collect_activations(model, split.train, capture_point, next_items=split.valid_targets,
+                               fingerprint=split.fingerprint, progress=progress)
+
+
+def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" = None) -> Any:
+    """Load a shipped SAE, refusing one made for another SASRec, capture point or data.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+
+    Raises
+    ------
+    seqsae_lib.SAEFileError
+        Missing or truncated files, or metadata that does not match (which key, which values).
+    """
+    from seqsae_lib.sae import SparseAutoencoder
+
+    recipe = recipe or SAE_ML100K_FINAL
+    sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected={
+        "capture_point": recipe.capture_point, "sasrec": recipe.sasrec, "fingerprint": fingerprint})
+    sae.eval()
+    return sae
