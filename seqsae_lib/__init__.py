@@ -19,7 +19,7 @@ from seqsae_lib.training import History, TrainConfig, train_sasrec
 from seqsae_lib.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
 from seqsae_lib.activations import ActivationFileError, ActivationStore, collect_activations
 from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
-from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, train_sae
+from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
 from seqsae_lib.sae_metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
@@ -27,6 +27,9 @@ from seqsae_lib.sae_metrics import (
 from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
 from seqsae_lib import activations, capture, evaluation, fidelity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
-from seqsae_lib.plots import plot_genre_counts, plot_sequence_lengths, plot_split, plot_topic_transitions
+from seqsae_lib.plots import (
+    plot_density_histogram, plot_genre_counts, plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split,
+    plot_topic_transitions,
+)
 
 __version__ = "0.1.0"

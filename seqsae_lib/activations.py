@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.batching import check_sequences, left_pad, trim_left_padding
-from seqsae_lib.fileio import json_default as _json_default, atomic_write as _atomic_write
+from seqsae_lib.fileio import paired_paths, json_default as _json_default, atomic_write as _atomic_write
 from seqsae_lib.capture import record
 
 __all__ = ["ActivationStore", "collect_activations", "activation_paths", "ActivationFileError"]
@@ -72,13 +72,7 @@ def activation_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 
     Introduced in chapter 3 (chapters/03_sae.ipynb).
     """
-    stem = str(os.fspath(path_stem))
-    for suffix in (".npz", ".json"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    if not stem or stem.endswith(("/", os.sep)):
-        raise ValueError(f"path_stem must name a file stem like 'cache/acts_final', got {path_stem!r}")
-    return Path(stem + ".npz"), Path(stem + ".json")
+    return paired_paths(path_stem, ".npz")
 
 
 

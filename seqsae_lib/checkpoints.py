@@ -15,18 +15,15 @@ Both are written atomically: to a temporary file in the same directory, then
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqsae_lib.sasrec import SASRec, SASRecConfig
-from seqsae_lib.fileio import library_version as _library_version, to_jsonable as _to_jsonable, atomic_write as _atomic_write
+from seqsae_lib.fileio import differences, load_meta, load_state, paired_paths, save_state_with_meta
+from seqsae_lib.fileio import to_jsonable as _to_jsonable
 
 __all__ = [
     "CheckpointError",
@@ -60,13 +57,7 @@ def checkpoint_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 
     Introduced in chapter 2 (chapters/02_sasrec.ipynb).
     """
-    stem = str(os.fspath(path_stem))
-    for suffix in (".pt", ".json"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    if not stem or stem.endswith(("/", os.sep)):
-        raise ValueError(f"path_stem must name a file stem like 'models/sasrec', got {path_stem!r}")
-    return Path(stem + ".pt"), Path(stem + ".json")
+    return paired_paths(path_stem)
 
 
 
@@ -118,12 +109,6 @@ def save_checkpoint(
         raise TypeError(f"model must be a SASRec, got {type(model).__name__}")
     if not isinstance(fingerprint, dict):
         raise TypeError(f"fingerprint must be a dict, got {type(fingerprint).__name__}")
-    pt_path, json_path = checkpoint_paths(path_stem)
-
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, buf)
-    weights = buf.getvalue()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -132,21 +117,11 @@ def save_checkpoint(
         "fingerprint": _to_jsonable(fingerprint, "fingerprint"),
         "metrics": _to_jsonable(metrics, "metrics"),
         "extra": _to_jsonable(extra, "extra"),
-        "seqsae_version": _library_version(),
-        "torch_version": torch.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "weights_file": pt_path.name,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=True) + "\n"
-
-    pt_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(pt_path, weights)
-    _atomic_write(json_path, text.encode("utf-8"))
-    return pt_path, json_path
+    return save_state_with_meta(model.state_dict(), path_stem, meta)
 
 
-def fingerprint_differences(stored: dict, expected: dict, _prefix: str = "") -> list[str]:
+def fingerprint_differences(stored: dict, expected: dict) -> list[str]:
     """Describe every key whose value differs between two fingerprints.
 
     Introduced in chapter 2 (chapters/02_sasrec.ipynb). Nested dicts are
@@ -158,18 +133,7 @@ def fingerprint_differences(stored: dict, expected: dict, _prefix: str = "") -> 
     list of str
         e.g. ``["num_items: checkpoint has 1349, expected 1682"]``; empty if equal.
     """
-    diffs: list[str] = []
-    for key in sorted(set(stored) | set(expected), key=str):
-        name = f"{_prefix}{key}"
-        if key not in stored:
-            diffs.append(f"{name}: missing from checkpoint, expected {expected[key]!r}")
-        elif key not in expected:
-            diffs.append(f"{name}: checkpoint has {stored[key]!r}, missing from expected fingerprint")
-        elif isinstance(stored[key], dict) and isinstance(expected[key], dict):
-            diffs.extend(fingerprint_differences(stored[key], expected[key], f"{name}."))
-        elif stored[key] != expected[key]:
-            diffs.append(f"{name}: checkpoint has {stored[key]!r}, expected {expected[key]!r}")
-    return diffs
+    return differences(stored, expected, strict=True, holder="checkpoint")
 
 
 def load_checkpoint(
@@ -206,42 +170,17 @@ def load_checkpoint(
     FingerprintMismatchError
         The data fingerprint differs (the message lists the differing keys).
     """
-    pt_path, json_path = checkpoint_paths(path_stem)
-    missing = [str(p) for p in (pt_path, json_path) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"checkpoint file(s) not found: {', '.join(missing)}")
-
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint metadata {json_path} is corrupt or truncated: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path} is not a seqsae SASRec checkpoint (no format={FORMAT!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{json_path} has format_version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-        )
-    for key in ("model_config", "fingerprint", "weights_sha256"):
-        if key not in meta:
-            raise CheckpointError(f"checkpoint metadata {json_path} lacks the {key!r} entry")
-
+    meta, pt_path, json_path = load_meta(
+        path_stem, fmt=FORMAT, version=FORMAT_VERSION, required=("model_config", "fingerprint"),
+        error=CheckpointError, what="checkpoint",
+    )
     if expected_fingerprint is not None:
         diffs = fingerprint_differences(meta["fingerprint"], _to_jsonable(expected_fingerprint, "expected_fingerprint"))
         if diffs:
             raise FingerprintMismatchError(
                 f"checkpoint {pt_path} was trained on different data: " + "; ".join(diffs)
             )
-
-    weights = pt_path.read_bytes()
-    if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
-        raise CheckpointError(
-            f"checkpoint weights {pt_path} do not match the SHA-256 recorded in {json_path}: "
-            "the file is truncated, corrupt, or from a different save"
-        )
-    try:
-        state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt archives
-        raise CheckpointError(f"checkpoint weights {pt_path} could not be read: {exc}") from exc
+    state = load_state(pt_path, json_path, meta, error=CheckpointError, what="checkpoint", map_location=map_location)
 
     try:
         config = SASRecConfig.from_dict(meta["model_config"])

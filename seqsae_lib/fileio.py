@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "json_default", "to_jsonable", "library_version"]
+__all__ = [
+    "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
+    "save_state_with_meta", "load_meta", "load_state",
+]
 
 
 def library_version() -> str:
@@ -65,3 +68,109 @@ def atomic_write(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def paired_paths(path_stem: "str | os.PathLike[str]", data_suffix: str = ".pt") -> tuple[Path, Path]:
+    """``(<stem><data_suffix>, <stem>.json)``; a trailing data suffix or ``.json`` on the stem is dropped."""
+    stem = str(os.fspath(path_stem))
+    for suffix in (data_suffix, ".json"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    if not stem or stem.endswith(("/", os.sep)):
+        raise ValueError(f"path_stem must name a file stem like 'models/sasrec', got {path_stem!r}")
+    return Path(stem + data_suffix), Path(stem + ".json")
+
+
+def differences(stored: dict, expected: dict, *, strict: bool = True, holder: str = "file", _prefix: str = "") -> list[str]:
+    """Describe every key whose value differs between ``stored`` and ``expected`` (nested dicts key by key).
+
+    With ``strict``, keys present only in ``stored`` count as differences too. Messages read like
+    ``"num_items: file has 1349, expected 1682"`` (``holder`` names the stored side).
+    """
+    diffs: list[str] = []
+    keys = set(stored) | set(expected) if strict else set(expected)
+    for key in sorted(keys, key=str):
+        name = f"{_prefix}{key}"
+        if key not in stored:
+            diffs.append(f"{name}: missing from the {holder}, expected {expected[key]!r}")
+        elif key not in expected:
+            diffs.append(f"{name}: {holder} has {stored[key]!r}, missing from what was expected")
+        elif isinstance(stored[key], dict) and isinstance(expected[key], dict):
+            diffs.extend(differences(stored[key], expected[key], strict=strict, holder=holder, _prefix=f"{name}."))
+        elif stored[key] != expected[key]:
+            diffs.append(f"{name}: {holder} has {stored[key]!r}, expected {expected[key]!r}")
+    return diffs
+
+
+def save_state_with_meta(state: dict, path_stem: "str | os.PathLike[str]", meta: dict) -> tuple[Path, Path]:
+    """Write a state dict to ``<stem>.pt`` and ``meta`` (plus versions and the weights' sha256) to ``<stem>.json``.
+
+    Both files are written atomically; the JSON records the weights' SHA-256 so that
+    :func:`load_state_with_meta` detects a truncated or mismatched pair.
+    """
+    import hashlib
+    import io
+    from datetime import datetime, timezone
+
+    pt_path, json_path = paired_paths(path_stem)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
+    weights = buf.getvalue()
+    full = {
+        **meta,
+        "seqsae_version": library_version(),
+        "torch_version": torch.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_file": pt_path.name,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    text = json.dumps(full, indent=2, allow_nan=True) + "\n"
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(pt_path, weights)
+    atomic_write(json_path, text.encode("utf-8"))
+    return pt_path, json_path
+
+
+def load_meta(
+    path_stem: "str | os.PathLike[str]", *, fmt: str, version: int, required: tuple[str, ...],
+    error: type[Exception], what: str,
+) -> tuple[dict, Path, Path]:
+    """Read and check ``<stem>.json``: both files exist, the JSON parses, has format ``fmt``/``version`` and keys.
+
+    Raises ``FileNotFoundError`` naming missing files and ``error`` (naming the file) for anything else.
+    """
+    pt_path, json_path = paired_paths(path_stem)
+    missing = [str(p) for p in (pt_path, json_path) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{what} file(s) not found: {', '.join(missing)}")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} metadata {json_path} is corrupt or truncated: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise error(f"{json_path} is not a seqsae {what} file (no format={fmt!r})")
+    if meta.get("format_version") != version:
+        raise error(f"{json_path} has format_version {meta.get('format_version')!r}; this library reads {version}")
+    for key in (*required, "weights_sha256"):
+        if key not in meta:
+            raise error(f"{what} metadata {json_path} lacks the {key!r} entry")
+    return meta, pt_path, json_path
+
+
+def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Exception], what: str,
+               map_location: "str | torch.device" = "cpu") -> dict:
+    """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256."""
+    import hashlib
+    import io
+
+    weights = pt_path.read_bytes()
+    if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
+        raise error(
+            f"{what} weights {pt_path} do not match the SHA-256 recorded in {json_path}: "
+            "the file is truncated, corrupt, or from a different save"
+        )
+    try:
+        return torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several exception types for corrupt archives
+        raise error(f"{what} weights {pt_path} could not be read: {exc}") from exc

@@ -131,3 +131,59 @@ def plot_topic_transitions(data: "SequenceData", ax: "Axes | None" = None) -> "A
     ax.set_ylabel("topic of the current item")
     ax.set_title("planted structure: users mostly stay on a topic")
     return ax
+
+
+def plot_sae_frontier(grid: pd.DataFrame, ax: "Axes | None" = None) -> "Axes":
+    """The sparsity-fidelity frontier: FVU against L0, one line per dictionary size, k annotated.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``); ``grid`` comes from
+    :func:`seqsae_lib.train_sae_grid`.
+    """
+    ax = _axis(ax)
+    for d_sae, rows in grid.sort_values("l0").groupby("d_sae"):
+        line = ax.plot(rows["l0"], rows["fvu"], marker="o", label=f"{d_sae} latents")[0]
+        for _, r in rows.iterrows():
+            ax.annotate(f"k={int(r['k'])}", (r["l0"], r["fvu"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("L0: active latents per vector (log scale)")
+    ax.set_ylabel("FVU: fraction of variance unexplained (log)")
+    ax.set_title("Sparsity against reconstruction error")
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_density_histogram(hist: "object", ax: "Axes | None" = None) -> "Axes":
+    """Histogram of log10 firing frequencies of SAE latents, never-firing latents noted in the title.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``); ``hist`` comes from
+    :func:`seqsae_lib.density_histogram`.
+    """
+    ax = _axis(ax)
+    counts, edges = hist.counts, hist.edges  # type: ignore[attr-defined]
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4C72B0", edgecolor="white")
+    ax.set_xlabel("log10 firing frequency (share of positions where the latent is active)")
+    ax.set_ylabel("number of latents")
+    ax.set_title(f"{hist.num_latents} latents, {hist.num_never_fired} never fire")  # type: ignore[attr-defined]
+    return ax
+
+
+def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" = None) -> "np.ndarray":
+    """FVU and dead fraction during training, one line per named run (e.g. with and without AuxK).
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), layout="constrained")
+    for name, history in histories.items():
+        frame = history.to_frame()  # type: ignore[attr-defined]
+        axes[0].plot(frame["vectors"], frame["fvu"], label=name)
+        axes[1].plot(frame["vectors"], frame["dead_fraction"], label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("FVU on training batches (log)")
+    axes[1].set_ylabel("share of dead latents")
+    for ax in axes:
+        ax.set_xlabel("training vectors seen")
+        ax.legend(frameon=False)
+    return axes

@@ -31,19 +31,17 @@ fires on fewer than one in ``dead_after`` vectors. During training this is "has 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from seqsae_lib.fileio import library_version as _library_version, to_jsonable as _to_jsonable, atomic_write as _atomic_write
+from seqsae_lib.fileio import differences, load_meta, load_state, paired_paths, save_state_with_meta
+from seqsae_lib.fileio import to_jsonable as _to_jsonable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -810,26 +808,14 @@ class SparseAutoencoder(nn.Module):
             raise TypeError(f"extra_meta must be a dict, got {type(extra_meta).__name__}")
         if "config" in extra_meta:
             raise ValueError("extra_meta may not use the reserved key 'config' (the SAE config is stored there)")
-        pt_path, json_path = sae_paths(path_stem)
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu().clone() for k, v in self.state_dict().items()}, buf)
-        weights = buf.getvalue()
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "metadata": _to_jsonable(extra_meta, "extra_meta"),
-            "seqsae_version": _library_version(),
-            "torch_version": torch.__version__,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "weights_file": pt_path.name,
-            "weights_sha256": hashlib.sha256(weights).hexdigest(),
         }
-        text = json.dumps(meta, indent=2, allow_nan=True) + "\n"
-        pt_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(pt_path, weights)
-        _atomic_write(json_path, text.encode("utf-8"))
-        self.metadata = meta
+        pt_path, json_path = save_state_with_meta(self.state_dict(), path_stem, meta)
+        self.metadata = json.loads(json_path.read_text(encoding="utf-8"))
         return pt_path, json_path
 
     @classmethod
@@ -868,44 +854,20 @@ class SparseAutoencoder(nn.Module):
         SAEMetadataMismatchError
             The metadata differs from ``expected`` (the message names every differing key).
         """
-        pt_path, json_path = sae_paths(path_stem)
-        missing = [str(p) for p in (pt_path, json_path) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"SAE file(s) not found: {', '.join(missing)}")
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SAEFileError(f"SAE metadata {json_path} is corrupt or truncated: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise SAEFileError(f"{json_path} is not a seqsae SAE file (no format={FORMAT!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise SAEFileError(
-                f"{json_path} has format_version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-            )
-        for key in ("config", "metadata", "weights_sha256"):
-            if key not in meta:
-                raise SAEFileError(f"SAE metadata {json_path} lacks the {key!r} entry")
-
+        meta, pt_path, json_path = load_meta(
+            path_stem, fmt=FORMAT, version=FORMAT_VERSION, required=("config", "metadata"),
+            error=SAEFileError, what="SAE",
+        )
         if expected is not None:
             if not isinstance(expected, dict):
                 raise TypeError(f"expected must be a dict or None, got {type(expected).__name__}")
             stored = {**meta["metadata"], "config": meta["config"]}
-            diffs = _differences(stored, _to_jsonable(expected, "expected"))
+            diffs = differences(stored, _to_jsonable(expected, "expected"), strict=False)
             if diffs:
                 raise SAEMetadataMismatchError(
                     f"SAE file {json_path} does not match what was expected: " + "; ".join(diffs)
                 )
-
-        weights = pt_path.read_bytes()
-        if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
-            raise SAEFileError(
-                f"SAE weights {pt_path} do not match the SHA-256 recorded in {json_path}: "
-                "the file is truncated, corrupt, or from a different save"
-            )
-        try:
-            state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
-        except Exception as exc:  # torch raises several exception types for corrupt archives
-            raise SAEFileError(f"SAE weights {pt_path} could not be read: {exc}") from exc
+        state = load_state(pt_path, json_path, meta, error=SAEFileError, what="SAE", map_location=map_location)
         try:
             config = SAEConfig.from_dict(meta["config"])
         except (TypeError, ValueError) as exc:
@@ -931,13 +893,7 @@ def sae_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 
     Introduced in chapter 3 (chapters/03_sae.ipynb).
     """
-    stem = str(os.fspath(path_stem))
-    for suffix in (".pt", ".json"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    if not stem or stem.endswith(("/", os.sep)):
-        raise ValueError(f"path_stem must name a file stem like 'models/sae', got {path_stem!r}")
-    return Path(stem + ".pt"), Path(stem + ".json")
+    return paired_paths(path_stem)
 
 
 
@@ -948,15 +904,3 @@ def sae_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 
-def _differences(stored: dict[str, Any], expected: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every key of ``expected`` whose value differs in ``stored`` (nested dicts key by key)."""
-    diffs: list[str] = []
-    for key in sorted(expected, key=str):
-        name = f"{prefix}{key}"
-        if key not in stored:
-            diffs.append(f"{name}: missing from the file, expected {expected[key]!r}")
-        elif isinstance(stored[key], dict) and isinstance(expected[key], dict):
-            diffs.extend(_differences(stored[key], expected[key], f"{name}."))
-        elif stored[key] != expected[key]:
-            diffs.append(f"{name}: file has {stored[key]!r}, expected {expected[key]!r}")
-    return diffs

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -416,3 +416,42 @@ def _train(
     history.vectors_since_fired = since_fired.cpu()
     history.seconds = time.perf_counter() - start_time
     return sae, history
+
+
+def train_sae_grid(
+    activations: Tensor,
+    sizes: Sequence[int],
+    ks: Sequence[int],
+    train_config: SAETrainConfig,
+    *,
+    kind: str = "topk",
+    eval_activations: Tensor | None = None,
+    progress: bool = True,
+    **sae_kwargs: Any,
+) -> pd.DataFrame:
+    """Train one SAE per (dictionary size, k) and tabulate the sparsity-fidelity frontier.
+
+    Introduced in chapter 3 (chapters/03_sae.ipynb). Each SAE is trained with ``train_config`` (its own
+    progress bar is switched off; one bar runs over the grid) and evaluated with
+    :func:`~seqsae_lib.sae_metrics.evaluate_reconstruction` on ``eval_activations`` (default: the
+    training activations).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per SAE: ``d_sae``, ``k``, ``fvu``, ``l0``, ``cosine``, ``dead_fraction``,
+        ``dense_fraction``, ``seconds``.
+    """
+    from seqsae_lib.sae_metrics import evaluate_reconstruction
+
+    evaluation = activations if eval_activations is None else eval_activations
+    grid = [(int(s), int(k)) for s in sizes for k in ks]
+    rows = []
+    quiet = replace(train_config, progress=False)
+    for d_sae, k in tqdm(grid, desc="SAE grid", disable=not progress):
+        config = SAEConfig(d_in=activations.shape[1], d_sae=d_sae, kind=kind, k=min(k, d_sae), **sae_kwargs)
+        sae, history = train_sae(activations, config, quiet)
+        metrics = evaluate_reconstruction(sae, evaluation)
+        rows.append({"d_sae": d_sae, "k": k, **{m: float(metrics[m]) for m in
+                     ("fvu", "l0", "cosine", "dead_fraction", "dense_fraction")}, "seconds": history.seconds})
+    return pd.DataFrame(rows)

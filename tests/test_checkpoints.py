@@ -93,7 +93,7 @@ def test_fingerprint_mismatch_names_the_key(tmp_path: Path):
     with pytest.raises(FingerprintMismatchError, match="num_items: checkpoint has 1349, expected 1682") as info:
         load_checkpoint(tmp_path / "m", expected_fingerprint=other)
     assert "params.k_core" in str(info.value)
-    with pytest.raises(FingerprintMismatchError, match="missing from checkpoint"):
+    with pytest.raises(FingerprintMismatchError, match="missing from the checkpoint"):
         load_checkpoint(tmp_path / "m", expected_fingerprint=dict(FP, seed=1))
 
 
