@@ -39,3 +39,31 @@ def ml100k_seq(ml100k):
     import seqsae_lib as sl
 
     return sl.make_sequences(ml100k)
+
+
+@pytest.fixture
+def ml1m_partial_dir(data_dir, tmp_path, monkeypatch):
+    """A folder holding ml-1m/ with the real movies.dat, users.dat and the partial ratings (users 1-2999).
+
+    The expected counts are lowered to the partial file's so the whole ML-1M path can run end to end
+    (parsing, id checks, genres, sequencing). Results on it are not ML-1M results.
+    """
+    import gzip
+    import shutil
+
+    import seqsae_lib as sl
+
+    partial = data_dir / "ml-1m-first2999users" / "ratings.dat.gz"
+    if not partial.is_file() or not (data_dir / "ml-1m" / "movies.dat").is_file():
+        pytest.skip("partial ML-1M copy not available")
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    for f in ("movies.dat", "users.dat"):
+        shutil.copy(data_dir / "ml-1m" / f, folder / f)
+    with gzip.open(partial, "rb") as src, open(folder / "ratings.dat", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    ratings = sl.movielens.parse_ml1m_ratings(folder / "ratings.dat")
+    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": len(ratings),
+               "rated_items": ratings["item_id"].nunique()}
+    monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
+    return tmp_path

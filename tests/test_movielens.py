@@ -148,24 +148,13 @@ def test_synthetic_rejects_impossible_sizes():
         sl.make_synthetic(num_items=20, num_topics=10, max_length=80)
 
 
-def test_ml1m_loader_pipeline_on_partial_copy(data_dir, tmp_path, monkeypatch):
+def test_ml1m_loader_pipeline_on_partial_copy(ml1m_partial_dir):
     """With the expected counts lowered to the partial file's, the whole ML-1M path runs end to end.
 
     This exercises parsing, id checks, genres and sequencing on real ML-1M lines; it is not an ML-1M result.
     """
-    partial = data_dir / "ml-1m-first2999users" / "ratings.dat.gz"
-    if not partial.is_file():
-        pytest.skip("partial ML-1M ratings not available")
-    folder = tmp_path / "ml-1m"
-    folder.mkdir()
-    for f in ("movies.dat", "users.dat"):
-        shutil.copy(data_dir / "ml-1m" / f, folder / f)
-    with gzip.open(partial, "rb") as src, open(folder / "ratings.dat", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    n_rated = parse_ml1m_ratings(folder / "ratings.dat")["item_id"].nunique()
-    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": 487_650, "rated_items": n_rated}
-    monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
-    data = sl.load_movielens("ml-1m", tmp_path)
+    data = sl.load_movielens("ml-1m", ml1m_partial_dir)
+    assert data.num_ratings == 487_650
     assert data.item_genres.shape == (3_883, 18)
     assert set(data.source.verified) == {"movies.dat", "users.dat"}
     seq = sl.make_sequences(data)

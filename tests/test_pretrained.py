@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import shutil
-
 import pytest
 import torch
 
@@ -45,22 +42,9 @@ def test_shipped_checkpoint_refuses_other_preprocessing(ml100k):
         load_pretrained_sasrec(other.fingerprint)
 
 
-def test_recipe_runs_on_ml1m_shapes(data_dir, tmp_path, monkeypatch):
+def test_recipe_runs_on_ml1m_shapes(ml1m_partial_dir):
     """Shapes only: the recipe builds and takes a training step on ML-1M lines (partial copy)."""
-    partial = data_dir / "ml-1m-first2999users" / "ratings.dat.gz"
-    if not partial.is_file():
-        pytest.skip("partial ML-1M ratings not available")
-    folder = tmp_path / "ml-1m"
-    folder.mkdir()
-    for f in ("movies.dat", "users.dat"):
-        shutil.copy(data_dir / "ml-1m" / f, folder / f)
-    with gzip.open(partial, "rb") as src, open(folder / "ratings.dat", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    ratings = sl.movielens.parse_ml1m_ratings(folder / "ratings.dat")
-    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": len(ratings),
-               "rated_items": ratings["item_id"].nunique()}
-    monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
-    split = sl.leave_one_out(sl.make_sequences(sl.load_movielens("ml-1m", tmp_path), **SASREC_ML100K.sequences))
+    split = sl.leave_one_out(sl.make_sequences(sl.load_movielens("ml-1m", ml1m_partial_dir), **SASREC_ML100K.sequences))
     model = sl.SASRec(num_items=split.num_items, **SASREC_ML100K.model)
     inputs = sl.left_pad([s[:-1] for s in split.train[:8]], model.max_len)
     targets = sl.left_pad([s[1:] for s in split.train[:8]], model.max_len)
