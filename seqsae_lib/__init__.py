@@ -25,8 +25,11 @@ from seqsae_lib.sae_metrics import (
     feature_density, fvu, l0,
 )
 from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
+from seqsae_lib.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
+from seqsae_lib.labels import auto_label
+from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib import activations, capture, evaluation, fidelity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
+from seqsae_lib import activations, capture, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
 from seqsae_lib.plots import (
     plot_density_histogram, plot_genre_counts, plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split,
     plot_topic_transitions,
