@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--kind", default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -46,6 +47,8 @@ def main() -> None:
         train_kwargs["num_epochs"] = args.epochs
     if args.lr is not None:
         train_kwargs["lr"] = args.lr
+    if args.batch_size is not None:
+        train_kwargs["batch_size"] = args.batch_size
     recipe = replace(SAE_ML100K_FINAL, capture_point=args.capture_point or SAE_ML100K_FINAL.capture_point,
                      sae=sae_kwargs, train=train_kwargs)
     if args.save and (recipe != SAE_ML100K_FINAL or args.seed != 0):

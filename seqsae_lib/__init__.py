@@ -29,7 +29,7 @@ from seqsae_lib.features import LatentCodes, feature_stats, latent_activations, 
 from seqsae_lib.labels import auto_label
 from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib import activations, capture, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
+from seqsae_lib import activations, capture, checkpoints, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
 from seqsae_lib.plots import (
     plot_density_histogram, plot_genre_counts, plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split,
     plot_topic_transitions,

@@ -139,8 +139,8 @@ SAE_ML100K_FINAL = SAERecipe(
     name="sae_ml100k_final",
     sasrec=SASREC_ML100K.name,
     capture_point="final",
-    sae={"d_sae": 1024, "kind": "topk", "k": 16},
-    train={"batch_size": 4096, "lr": 1e-3, "num_epochs": 10},
+    sae={"d_sae": 2048, "kind": "topk", "k": 16},
+    train={"batch_size": 1024, "lr": 2e-3, "num_epochs": 10},
 )
 """The recipe of the shipped SAE on the shipped SASRec's final state (see ``scripts/train_sae.py``)."""
 
