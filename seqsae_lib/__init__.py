@@ -28,8 +28,11 @@ from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_p
 from seqsae_lib.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
 from seqsae_lib.labels import auto_label
 from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery
+from seqsae_lib.steering import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores
+from seqsae_lib.concepts import Concept, concept_steering, decade_concept, genre_concept, popularity_concept, select_latents
+from seqsae_lib.steering_eval import evaluate_steering, pareto_front, share_at_equal_cost
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib import activations, capture, checkpoints, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, training
+from seqsae_lib import activations, capture, checkpoints, concepts, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, steering, steering_eval, training
 from seqsae_lib.plots import (
     plot_density_histogram, plot_genre_counts, plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split,
     plot_topic_transitions,
