@@ -185,5 +185,6 @@ def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" 
     axes[1].set_ylabel("share of dead latents")
     for ax in axes:
         ax.set_xlabel("training vectors seen")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.legend(frameon=False)
     return axes
