@@ -67,3 +67,36 @@ def ml1m_partial_dir(data_dir, tmp_path, monkeypatch):
                "rated_items": ratings["item_id"].nunique()}
     monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_seq():
+    """Small synthetic sequences (60 users, 80 items, 4 planted topics) shared by the model-level tests."""
+    import seqsae_lib as sl
+
+    return sl.make_sequences(sl.make_synthetic(num_users=60, num_items=80, num_topics=4, max_length=30))
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_seq):
+    import seqsae_lib as sl
+
+    return sl.leave_one_out(tiny_seq)
+
+
+@pytest.fixture(scope="session")
+def train_tiny_sasrec():
+    """Return ``train(split, epochs, d_model=16, max_len=12)``: a small seeded SASRec trained for a few epochs."""
+    import torch
+
+    import seqsae_lib as sl
+
+    def train(split, epochs: int, d_model: int = 16, max_len: int = 12):
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = sl.SASRec(num_items=split.num_items, max_len=max_len, d_model=d_model, n_layers=2, dropout=0.1)
+        sl.train_sasrec(model, split, sl.TrainConfig(max_epochs=epochs, batch_size=32, lr=5e-3, progress=False,
+                                                      num_threads=1))
+        return model.eval()
+
+    return train

@@ -11,25 +11,18 @@ from seqsae_lib.activations import ActivationFileError, ActivationStore, collect
 from seqsae_lib.batching import left_pad
 from seqsae_lib.capture import record
 from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.sequences import leave_one_out, make_sequences
-from seqsae_lib.synthetic import make_synthetic
-from seqsae_lib.training import TrainConfig, train_sasrec
 
 MAX_LEN = 12  # shorter than most synthetic sequences, so windows really cut
 
 
 @pytest.fixture(scope="module")
-def split():
-    return leave_one_out(make_sequences(make_synthetic(num_users=60, num_items=80, num_topics=4, max_length=30)))
+def split(tiny_split):
+    return tiny_split
 
 
 @pytest.fixture(scope="module")
-def model(split) -> SASRec:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    m = SASRec(num_items=split.num_items, max_len=MAX_LEN, d_model=16, n_layers=2, dropout=0.1)
-    train_sasrec(m, split, TrainConfig(max_epochs=2, batch_size=32, lr=5e-3, progress=False, num_threads=1))
-    return m.eval()
+def model(split, train_tiny_sasrec) -> SASRec:
+    return train_tiny_sasrec(split, epochs=2, d_model=16, max_len=MAX_LEN)
 
 
 @pytest.fixture(scope="module")

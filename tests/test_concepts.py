@@ -31,18 +31,15 @@ from seqsae_lib.concepts import (
 from seqsae_lib.features import LatentCodes, latent_activations
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.sequences import leave_one_out, make_sequences
 from seqsae_lib.steering import steered_scores
-from seqsae_lib.synthetic import make_synthetic
-from seqsae_lib.training import TrainConfig, train_sasrec
 
 D = 16
 MAX_LEN = 12
 
 
 @pytest.fixture(scope="module")
-def seq_data():
-    return make_sequences(make_synthetic(num_users=60, num_items=80, num_topics=4, max_length=30))
+def seq_data(tiny_seq):
+    return tiny_seq
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +52,13 @@ def dated(seq_data):
 
 
 @pytest.fixture(scope="module")
-def split(seq_data):
-    return leave_one_out(seq_data)
+def split(tiny_split):
+    return tiny_split
 
 
 @pytest.fixture(scope="module")
-def model(split) -> SASRec:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    m = SASRec(num_items=split.num_items, max_len=MAX_LEN, d_model=D, n_layers=2, dropout=0.1)
-    train_sasrec(m, split, TrainConfig(max_epochs=2, batch_size=32, lr=5e-3, progress=False, num_threads=1))
-    return m.eval()
+def model(split, train_tiny_sasrec) -> SASRec:
+    return train_tiny_sasrec(split, epochs=2, d_model=D, max_len=MAX_LEN)
 
 
 def concept_direction(model: SASRec, concept: Concept) -> torch.Tensor:
