@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from seqsae_lib.batching import NextItemDataset, SplitLike, make_train_loader
+from seqsae_lib.batching import NextItemDataset, SplitLike, make_train_loader, trim_left_padding
 from seqsae_lib.evaluation import evaluate
 from seqsae_lib.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.sasrec import SASRec
@@ -82,6 +82,15 @@ class TrainConfig:
     (no trimming of padding columns) and logits at every position, padding
     included (masked out of the loss via ``ignore_index``)."""
 
+    length_groups: int = 4
+    """Split each batch into this many groups of users with similar sequence
+    length and run the transformer on each group with its own (trimmed)
+    width; the loss is still one mean over the whole batch, so the gradient
+    is that of the full batch (only dropout draws differ). On ML-100k most
+    batches contain one 200-item user, so without groups almost every batch
+    is 200 columns wide while half of its cells are padding. ``1`` disables
+    it; ignored when ``naive``."""
+
     progress: bool = True
     """Show a tqdm progress bar over epochs."""
 
@@ -95,6 +104,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.length_groups, bool) or not isinstance(self.length_groups, int) \
+                or self.length_groups < 1:
+            raise ValueError(f"TrainConfig.length_groups must be an int >= 1, got {self.length_groups!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"TrainConfig.patience must be None or an int >= 1, got {self.patience!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -154,7 +166,9 @@ class History:
         return df.set_index("epoch") if len(df) else df
 
 
-def sequence_loss(model: SASRec, inputs: Tensor, targets: Tensor, *, naive: bool = False) -> tuple[Tensor, int]:
+def sequence_loss(
+    model: SASRec, inputs: Tensor, targets: Tensor, *, naive: bool = False, length_groups: int = 1
+) -> tuple[Tensor, int]:
     """Mean full-softmax cross-entropy over all non-padding positions.
 
     Introduced in chapter 2 (chapters/02_sasrec.ipynb).
@@ -168,25 +182,41 @@ def sequence_loss(model: SASRec, inputs: Tensor, targets: Tensor, *, naive: bool
     naive : bool, default False
         If False, the hidden states of target positions are gathered first
         and logits are computed only for them (the output layer is about half
-        the cost of a step). If True, logits are computed at every position.
+        the cost of a step). If True, logits are computed at every position
+        of the full-width batch.
+    length_groups : int, default 1
+        Sort the rows by length, cut them into this many groups and run the
+        transformer on each group with its leading all-padding columns
+        trimmed. The loss is the same mean over all targets of the batch
+        (a causal model's states at real positions do not depend on the
+        padding to their left), so only compute changes. Ignored if ``naive``.
 
     Returns
     -------
     (Tensor, int)
         The scalar loss and the number of targets it averages over.
     """
-    hidden = model(inputs)
     mask = targets != 0
     n = int(mask.sum())
     if n == 0:
         raise ValueError("batch has no non-padding targets")
     if naive:
-        logits = model.score(hidden)
+        logits = model.score(model(inputs))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
-    else:
-        logits = model.score(hidden[mask])
-        loss = F.cross_entropy(logits, targets[mask])
-    return loss, n
+        return loss, n
+    if length_groups < 1:
+        raise ValueError(f"length_groups must be >= 1, got {length_groups}")
+    if length_groups == 1 or inputs.shape[0] < 2:
+        hidden = model(inputs)[mask]
+        return F.cross_entropy(model.score(hidden), targets[mask]), n
+    order = torch.argsort((inputs != 0).sum(dim=1), stable=True)
+    states, wanted = [], []
+    for rows in torch.tensor_split(order, min(length_groups, inputs.shape[0])):
+        ids, tgt = trim_left_padding(inputs[rows], targets[rows])
+        keep = tgt != 0
+        states.append(model(ids)[keep])
+        wanted.append(tgt[keep])
+    return F.cross_entropy(model.score(torch.cat(states)), torch.cat(wanted)), n
 
 
 def _check_split(split: SplitLike, model: SASRec) -> None:
@@ -255,7 +285,7 @@ def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = N
         total, count = 0.0, 0
         for step, (inputs, targets) in enumerate(loader):
             inputs, targets = inputs.to(device), targets.to(device)
-            loss, n = sequence_loss(model, inputs, targets, naive=cfg.naive)
+            loss, n = sequence_loss(model, inputs, targets, naive=cfg.naive, length_groups=cfg.length_groups)
             if not torch.isfinite(loss):
                 raise ValueError(
                     f"training loss became {loss.item()} at epoch {epoch}, step {step}; "

@@ -86,6 +86,28 @@ def test_naive_loss_equals_trimmed_loss():
     assert np.isfinite(hist.train_loss[0])
 
 
+def test_length_groups_give_the_full_batch_loss_and_gradient():
+    split = cyclic_split(n_users=10)
+    model = small_model().eval()  # eval: no dropout, so the two computations must agree
+    x = left_pad([s[:-1] for s in split.train], 16)
+    y = left_pad([s[1:] for s in split.train], 16)
+    grads, losses = [], []
+    for groups in (1, 3, 10, 50):  # 50 > batch size: one row per group
+        model.zero_grad()
+        loss, n = sequence_loss(model, x, y, length_groups=groups)
+        loss.backward()
+        assert n == int((y != 0).sum())
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for loss, grad in zip(losses[1:], grads[1:]):
+        torch.testing.assert_close(loss, losses[0])
+        torch.testing.assert_close(grad, grads[0], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="length_groups"):
+        sequence_loss(model, x, y, length_groups=0)
+    with pytest.raises(ValueError, match="length_groups"):
+        TrainConfig(length_groups=0)
+
+
 def test_early_stopping_restores_best_weights():
     split = cyclic_split(n_users=20)
     model = small_model()
