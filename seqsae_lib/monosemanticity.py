@@ -81,6 +81,7 @@ __all__ = [
     "untrained_sae_units",
     "bootstrap_median_ci",
     "compare_unit_types",
+    "score_unit_types",
     "planted_recovery",
 ]
 
@@ -731,6 +732,57 @@ def compare_unit_types(
                 {"unit_type": name, "score": score, "n_units": len(frame), "median": med, "ci_low": lo, "ci_high": hi}
             )
     return pd.DataFrame(rows, columns=["unit_type", "score", "n_units", "median", "ci_low", "ci_high"])
+
+
+def score_unit_types(
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    seq_data: SequenceData,
+    *,
+    item_vectors: Any = None,
+    seed: int = 0,
+    codes: LatentCodes | None = None,
+    progress: bool = True,
+    **score_options: Any,
+) -> dict[str, pd.DataFrame]:
+    """:func:`monosemanticity_scores` for the five unit types of the comparison, on the same positions.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb).
+
+    The types: ``"SAE"`` (the trained SAE's latents, or ``codes`` if given), ``"hidden dims"`` (each
+    centred raw dimension split into its two signs), ``"PCA"`` (principal directions, both signs),
+    ``"random rotation"`` (a random orthonormal basis, both signs; ``seed``) and ``"untrained SAE"`` (an SAE
+    with the same config, initialised from ``seed`` and never trained).
+
+    Parameters
+    ----------
+    item_vectors : (num_items + 1, D), optional
+        Item vectors for ``ms`` (e.g. ``model.item_emb.weight``); default: genre multi-hots.
+    **score_options
+        Passed to :func:`monosemanticity_scores` (``top_n``, ``bins``...).
+
+    Returns
+    -------
+    dict
+        Unit type -> scores table, in the order above.
+    """
+    from tqdm.auto import tqdm
+
+    genres_next, genres_input = genre_matrices(store, seq_data)
+    common = dict(genres_input=genres_input, genre_names=list(seq_data.genre_names), **score_options)
+    if item_vectors is not None:
+        common.update(next_items=store.next_item, item_vectors=item_vectors)
+    makers = {
+        "SAE": lambda: codes if codes is not None else sae_units(sae, store),
+        "hidden dims": lambda: hidden_dim_units(store),
+        "PCA": lambda: pca_units(store),
+        "random rotation": lambda: random_rotation_units(store, seed=seed),
+        "untrained SAE": lambda: untrained_sae_units(sae.config, store, seed=seed),
+    }
+    results: dict[str, pd.DataFrame] = {}
+    for name in tqdm(makers, desc="monosemanticity", disable=not progress):
+        results[name] = monosemanticity_scores(makers[name](), genres_next, **common)
+    return results
 
 
 def planted_recovery(

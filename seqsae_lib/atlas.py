@@ -1,0 +1,291 @@
+"""A feature atlas: every statistic, profile and label of an SAE's latents, computed once, read per latent.
+
+Introduced in chapter 4 (chapters/04_features.ipynb).
+
+:func:`build_atlas` runs the vectorised statistics of :mod:`seqsae_lib.features` and the labels of
+:mod:`seqsae_lib.labels` over all stored positions (seconds for a 2,048-latent SAE on ML-100k), and keeps
+what a reader needs to look at one latent cheaply afterwards: :meth:`FeatureAtlas.card` gathers one
+latent's top contexts, driving and promoted items and profile rows into a :class:`FeatureCard`
+(milliseconds); :func:`seqsae_lib.plots.plot_feature_card` draws it and
+:func:`seqsae_lib.widgets.feature_browser` wraps both in a widget. :meth:`FeatureAtlas.search` finds
+latents by label text, :meth:`FeatureAtlas.by_category` by a genre, decade or user attribute, and
+:meth:`FeatureAtlas.gallery` picks a diverse set of well-labelled latents for a static page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from seqsae_lib.activations import ActivationStore
+from seqsae_lib.features import (
+    LatentCodes, decade_profile, driving_items, feature_stats, genre_profile, latent_activations, popularity_profile,
+    promoted_items, top_contexts, user_profile,
+)
+from seqsae_lib.labels import DEAD, NO_PROFILE, auto_label
+from seqsae_lib.sae import SparseAutoencoder
+from seqsae_lib.sequences import SequenceData
+
+__all__ = ["FeatureAtlas", "FeatureCard", "build_atlas"]
+
+
+@dataclass
+class FeatureCard:
+    """What one latent responds to and what it does; drawn by :func:`seqsae_lib.plots.plot_feature_card`.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb).
+    """
+
+    latent: int
+    """Latent index (row of ``W_dec``)."""
+    label: str
+    """Automatic label (:func:`seqsae_lib.auto_label`)."""
+    confidence: float
+    """Purity of the label's leading term, in [0, 1] (see :mod:`seqsae_lib.labels`)."""
+    evidence: str
+    """The profile terms behind the label, human-readable."""
+    stats: pd.Series
+    """The latent's row of :func:`seqsae_lib.feature_stats` (``frequency``, ``mean_act``, quantiles...)."""
+    activations: np.ndarray
+    """The latent's non-zero activations over all stored positions (for a histogram)."""
+    contexts: pd.DataFrame
+    """Top-activating positions, one per user (:func:`seqsae_lib.top_contexts`)."""
+    driving: pd.DataFrame
+    """Input items with the highest mean activation (:func:`seqsae_lib.features.driving_items`)."""
+    promoted: pd.DataFrame
+    """Items the decoder direction pushes up most (:func:`seqsae_lib.promoted_items`)."""
+    suppressed: pd.DataFrame
+    """Items the decoder direction pushes down most."""
+    profiles: pd.DataFrame
+    """The latent's rows of every profile table (genre, decade, popularity, user attributes)."""
+
+    def profile(self, name: str) -> pd.DataFrame:
+        """Rows of one profile (e.g. ``"genre:next"``) indexed by category, sorted by lift (descending)."""
+        rows = self.profiles[self.profiles["profile"] == name]
+        return rows.set_index("category").sort_values("lift", ascending=False)
+
+
+@dataclass
+class FeatureAtlas:
+    """Statistics, profiles and labels of every latent of one SAE on one activation store.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb). Build it with :func:`build_atlas`.
+    """
+
+    model: nn.Module
+    """The SASRec whose states the SAE reads (for promoted items)."""
+    sae: SparseAutoencoder
+    """The SAE."""
+    store: ActivationStore
+    """Stored states with per-position metadata (user, position, input and next item)."""
+    seq_data: SequenceData
+    """Sequences and item/user metadata the store was collected from."""
+    codes: LatentCodes
+    """Sparse latent activations, row-aligned with ``store``."""
+    stats: pd.DataFrame
+    """:func:`seqsae_lib.feature_stats`, indexed by latent."""
+    profiles: pd.DataFrame
+    """All profile tables concatenated (long form, :data:`seqsae_lib.features.PROFILE_COLUMNS`)."""
+    labels: pd.DataFrame
+    """:func:`seqsae_lib.auto_label`, indexed by latent."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of each step of :func:`build_atlas`."""
+    card_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :meth:`card` fixed at build time (``n_states`` of promoted items...)."""
+
+    @property
+    def d_sae(self) -> int:
+        """Number of latents."""
+        return int(self.codes.shape[1])
+
+    @property
+    def capture_point(self) -> str:
+        """Capture point the states (and the SAE) belong to."""
+        return self.store.capture_point
+
+    def _check(self, latent: Any) -> int:
+        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
+            raise TypeError(f"latent must be an int, got {type(latent).__name__}")
+        if not 0 <= int(latent) < self.d_sae:
+            raise ValueError(f"latent {latent} out of range: this SAE has latents 0..{self.d_sae - 1}")
+        return int(latent)
+
+    def card(self, latent: int, n: int = 8) -> FeatureCard:
+        """Everything about one latent (milliseconds at ``"final"``; a few model passes at inner points).
+
+        Introduced in chapter 4 (chapters/04_features.ipynb).
+
+        Raises
+        ------
+        ValueError, TypeError
+            A latent outside ``0..d_sae-1`` or not an int.
+        """
+        j = self._check(latent)
+        lab = self.labels.loc[j]
+        column = self.codes.column(j).numpy()
+        fires = bool(self.stats.loc[j, "n_fires"] > 0)
+        empty = pd.DataFrame()
+        contexts = top_contexts(self.codes, self.store, self.seq_data, j, n=n, one_per_user=True) if fires else empty
+        driving = driving_items(self.codes, self.store, self.seq_data, j, n=n) if fires else empty
+        common = dict(seq_data=self.seq_data, sequences=self.card_options.get("sequences"),
+                      alpha=float(self.stats.loc[j, "q90"]) if fires else 1.0,
+                      n_states=self.card_options.get("n_states", 64))
+        promoted = promoted_items(self.model, self.sae, self.capture_point, j, n=n, **common)
+        suppressed = promoted_items(self.model, self.sae, self.capture_point, j, n=n, bottom=True, **common)
+        return FeatureCard(
+            latent=j, label=str(lab["label"]), confidence=float(lab["confidence"]), evidence=str(lab["evidence"]),
+            stats=self.stats.loc[j], activations=column[column > 0], contexts=contexts, driving=driving,
+            promoted=promoted, suppressed=suppressed, profiles=self.profiles[self.profiles["latent"] == j],
+        )
+
+    def summary(self, latents: Sequence[int] | None = None) -> pd.DataFrame:
+        """One row per latent: label, confidence, firing frequency, evidence.
+
+        Introduced in chapter 4 (chapters/04_features.ipynb).
+        """
+        table = self.labels[["label", "confidence", "evidence"]].join(self.stats[["frequency", "n_fires"]])
+        if latents is not None:
+            table = table.loc[[self._check(j) for j in latents]]
+        return table
+
+    def search(self, query: str, n: int = 20) -> pd.DataFrame:
+        """Latents whose label or evidence contains ``query`` (case-insensitive), most confident first.
+
+        Introduced in chapter 4 (chapters/04_features.ipynb). An empty query lists the most confident
+        latents.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        table = self.summary()
+        q = query.strip().lower()
+        if q:
+            hit = table["label"].str.lower().str.contains(q, regex=False) | \
+                table["evidence"].str.lower().str.contains(q, regex=False)
+            table = table[hit]
+        table = table[~table["label"].isin([DEAD])]
+        return table.sort_values(["confidence", "frequency"], ascending=False).head(n)
+
+    def categories(self, profile: str = "genre:next") -> list[str]:
+        """Categories of one profile (e.g. the genres), in the order of the data."""
+        rows = self.profiles[self.profiles["profile"] == profile]
+        if rows.empty:
+            raise ValueError(f"unknown profile {profile!r}; available: {sorted(self.profiles['profile'].unique())}")
+        return list(dict.fromkeys(rows["category"]))
+
+    def by_category(self, category: str, profile: str = "genre:next", n: int = 10, *,
+                    min_share: float = 0.1, alpha: float = 0.05) -> pd.DataFrame:
+        """Latents most enriched for one category (lift), among those where it is a real, significant share.
+
+        Introduced in chapter 4 (chapters/04_features.ipynb).
+
+        Raises
+        ------
+        ValueError
+            An unknown profile or category (the valid ones are listed).
+        """
+        valid = self.categories(profile)
+        if category not in valid:
+            raise ValueError(f"unknown category {category!r} of profile {profile!r}; expected one of {valid}")
+        rows = self.profiles[(self.profiles["profile"] == profile) & (self.profiles["category"] == category)]
+        rows = rows[(rows["share"] >= min_share) & (rows["q_value"] <= alpha)]
+        rows = rows.sort_values("lift", ascending=False).head(n)
+        out = rows.set_index("latent")[["share", "base_rate", "lift", "q_value", "n_eff"]]
+        return out.join(self.labels[["label", "confidence"]])
+
+    def gallery(self, n: int = 6, *, min_frequency: float = 1e-3) -> list[int]:
+        """A diverse set of well-labelled latents for a static page: the most confident latent per leading term.
+
+        Introduced in chapter 4 (chapters/04_features.ipynb). Latents firing on fewer than
+        ``min_frequency`` of positions are skipped (a card of a handful of positions says little); at most
+        one latent per distinct first label term (e.g. one "Horror ..."), taken in order of confidence.
+        """
+        table = self.summary()
+        table = table[(table["frequency"] >= min_frequency) & ~table["label"].isin([DEAD, NO_PROFILE])]
+        table = table.sort_values(["confidence", "frequency"], ascending=False)
+        lead = table["label"].str.split(r"[,·]", regex=True).str[0].str.strip()
+        return [int(j) for j in table[~lead.duplicated()].index[:n]]
+
+
+def build_atlas(
+    model: nn.Module,
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    seq_data: SequenceData,
+    *,
+    sequences: Sequence[Any] | None = None,
+    n_states: int = 64,
+    progress: bool = True,
+    **label_options: Any,
+) -> FeatureAtlas:
+    """Encode every stored state and compute statistics, profiles and labels of every latent.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb).
+
+    Parameters
+    ----------
+    model : SASRec
+    sae : SparseAutoencoder
+        Trained on states at ``store.capture_point``.
+    store : ActivationStore
+        States with metadata, e.g. :func:`seqsae_lib.pretrained.training_activations`.
+    seq_data : SequenceData
+        The data the store was collected from (titles, genres, years, users).
+    sequences : sequence of array-like, optional
+        Needed for promoted items at an inner capture point (e.g. ``split.train``).
+    n_states : int, default 64
+        States used by the finite-difference promoted items at inner capture points.
+    progress : bool, default True
+        A tqdm bar over the steps.
+    **label_options
+        Passed to :func:`seqsae_lib.auto_label` (``min_lift``, ``alpha``...).
+
+    Returns
+    -------
+    FeatureAtlas
+        With ``seconds`` holding the time of each step.
+
+    Raises
+    ------
+    ValueError
+        An SAE of another width or capture point than the store (its metadata names one), or a store that
+        does not come from ``seq_data``.
+    """
+    if sae.config.d_in != store.d_model:
+        raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the store holds {store.d_model}-dim ones")
+    sae_point = (sae.metadata or {}).get("metadata", {}).get("capture_point")  # set when saved or loaded
+    if sae_point is not None and sae_point != store.capture_point:
+        raise ValueError(f"the SAE was trained at {sae_point!r}, the store holds states at {store.capture_point!r}")
+    steps = ["encode", "stats", "genre profiles", "decade profile", "popularity profile", "user profile",
+             "labels"]
+    seconds: dict[str, float] = {}
+    parts: list[pd.DataFrame] = []
+    bar = tqdm(steps, desc="feature atlas", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        start = time.perf_counter()
+        if name == "encode":
+            codes = latent_activations(sae, store)
+        elif name == "stats":
+            stats = feature_stats(codes, store=store)
+        elif name == "genre profiles":
+            parts += [genre_profile(codes, store, seq_data, "next"), genre_profile(codes, store, seq_data, "input")]
+        elif name == "decade profile":
+            parts.append(decade_profile(codes, store, seq_data))
+        elif name == "popularity profile":
+            parts.append(popularity_profile(codes, store, seq_data))
+        elif name == "user profile":
+            parts.append(user_profile(codes, store, seq_data))
+        else:
+            profiles = pd.concat(parts, ignore_index=True)
+            labels = auto_label(profiles, stats=stats, **label_options)
+        seconds[name] = time.perf_counter() - start
+    return FeatureAtlas(model=model, sae=sae, store=store, seq_data=seq_data, codes=codes, stats=stats,
+                        profiles=profiles, labels=labels, seconds=seconds,
+                        card_options={"sequences": sequences, "n_states": n_states})

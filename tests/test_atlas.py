@@ -1,0 +1,119 @@
+"""Feature atlas, feature cards, the feature browser and the planted-topic experiment."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+import seqsae_lib as sl
+
+
+@pytest.fixture(scope="module")
+def tiny_atlas(tiny_seq, tiny_split, train_tiny_sasrec):
+    model = train_tiny_sasrec(tiny_split, epochs=3)
+    store = sl.collect_activations(model, tiny_split.train, "final", next_items=tiny_split.valid_targets,
+                                   progress=False)
+    sae, _ = sl.train_sae(store.acts, sl.SAEConfig(d_in=store.d_model, d_sae=48, k=4, seed=0),
+                          sl.SAETrainConfig(num_epochs=3, batch_size=128, progress=False, num_threads=1))
+    sae.eval()
+    return sl.build_atlas(model, sae, store, tiny_seq, progress=False, min_lift=1.2)
+
+
+def test_atlas_tables_cover_every_latent(tiny_atlas):
+    atlas = tiny_atlas
+    assert atlas.d_sae == 48 and len(atlas.stats) == 48 and len(atlas.labels) == 48
+    assert atlas.stats["n_fires"].sum() == atlas.codes.nnz
+    assert set(atlas.seconds) == {"encode", "stats", "genre profiles", "decade profile", "popularity profile",
+                                  "user profile", "labels"}
+    assert {"genre:next", "genre:input", "user:main_topic"} <= set(atlas.profiles["profile"])
+    assert atlas.categories() == list(atlas.seq_data.genre_names)
+
+
+def test_card_matches_the_codes(tiny_atlas):
+    atlas = tiny_atlas
+    j = int(atlas.stats["n_fires"].idxmax())
+    card = atlas.card(j, n=3)
+    column = atlas.codes.column(j).numpy()
+    assert len(card.activations) == int((column > 0).sum()) == int(atlas.stats.loc[j, "n_fires"])
+    assert card.contexts["activation"].iloc[0] == pytest.approx(column.max())
+    assert card.contexts["user"].is_unique  # one context per user
+    # At "final" the promoted items are exact: decoder row (raw units) times the item embeddings.
+    direction = atlas.sae.W_dec[j].detach() / atlas.sae.input_scale
+    expected = (atlas.model.item_emb.weight.detach() @ direction)[1:]
+    top = torch.topk(expected, 3).indices + 1
+    assert card.promoted["item"].tolist() == top.tolist()
+    assert card.suppressed["score"].max() < card.promoted["score"].min()
+    assert set(card.profiles["latent"]) == {j}
+    genre = card.profile("genre:next")
+    assert list(genre["lift"]) == sorted(genre["lift"], reverse=True)
+    fig = sl.plot_feature_card(card)
+    assert len(fig.axes) == 4 and str(j) in fig._suptitle.get_text()
+
+
+def test_search_category_and_gallery(tiny_atlas):
+    atlas = tiny_atlas
+    labelled = atlas.labels[atlas.labels["source"] == "auto"]
+    assert len(labelled) > 0, "no latent of the tiny SAE got a label"
+    word = labelled["label"].iloc[0].split(",")[0].split("/")[0].strip()
+    hits = atlas.search(word.upper())
+    assert len(hits) > 0 and hits["label"].str.lower().str.contains(word.lower(), regex=False).all()
+    assert list(hits["confidence"]) == sorted(hits["confidence"], reverse=True)
+    topic = atlas.categories()[0]
+    enriched = atlas.by_category(topic, min_share=0.0, alpha=1.0)
+    assert (enriched["lift"].diff().dropna() <= 0).all()
+    gallery = atlas.gallery(4, min_frequency=0.0)
+    assert len(set(gallery)) == len(gallery) <= 4
+    assert not atlas.labels.loc[gallery, "label"].isin([sl.labels.DEAD, sl.labels.NO_PROFILE]).any()
+
+
+def test_atlas_errors(tiny_atlas):
+    atlas = tiny_atlas
+    with pytest.raises(ValueError, match="out of range"):
+        atlas.card(48)
+    with pytest.raises(TypeError):
+        atlas.card("3")
+    with pytest.raises(ValueError, match="unknown category"):
+        atlas.by_category("Westerns")
+    with pytest.raises(ValueError, match="unknown profile"):
+        atlas.categories("genre:sideways")
+    wrong = sl.SparseAutoencoder(sl.SAEConfig(d_in=8, d_sae=16, k=2))
+    with pytest.raises(ValueError, match="8-dim"):
+        sl.build_atlas(atlas.model, wrong, atlas.store, atlas.seq_data, progress=False)
+    other = sl.SparseAutoencoder(sl.SAEConfig(d_in=atlas.store.d_model, d_sae=16, k=2))
+    other.metadata = {"metadata": {"capture_point": "block_0"}}
+    with pytest.raises(ValueError, match="block_0"):
+        sl.build_atlas(atlas.model, other, atlas.store, atlas.seq_data, progress=False)
+
+
+def test_feature_browser_updates(tiny_atlas):
+    pytest.importorskip("ipywidgets")
+    browser = sl.widgets.feature_browser(tiny_atlas, latent=int(tiny_atlas.stats["n_fires"].idxmax()))
+    assert np.isfinite(browser.last_seconds)
+    seconds = browser.show(1)
+    assert seconds > 0 and "latent 1" in browser.children[2].value
+    topic = tiny_atlas.categories()[1]
+    browser.genre.value = topic
+    chosen = [j for _, j in browser.choice.options]
+    assert chosen == list(tiny_atlas.by_category(topic, n=30).index) or chosen == [-1]
+
+
+def test_planted_experiment_runs_and_counts(tmp_path):
+    exp = sl.planted_topic_experiment(
+        synthetic=dict(num_users=80, num_items=120, num_topics=4, min_length=10, max_length=30),
+        model=dict(max_len=20, d_model=8, n_layers=1), train=dict(max_epochs=3, batch_size=32),
+        sae=dict(d_sae=32, k=2), sae_train=dict(num_epochs=3, batch_size=128), num_threads=1, progress=False)
+    table = exp.table()
+    assert list(table.index) == ["SAE", "hidden dims", "PCA", "random rotation", "untrained SAE"]
+    assert (table["of"] == 4).all() and (table["topics recovered"] <= 4).all()
+    assert table.loc["SAE", "units"] == 32 and table.loc["hidden dims", "units"] == 16  # both signs of 8 dims
+    # The recovery is recomputed the same way by the public function.
+    topic = exp.seq_data.item_topic[exp.store.next_item]
+    again = sl.planted_recovery(exp.codes, topic, 0.9, n_topics=4)
+    assert again["n_recovered"] == table.loc["SAE", "topics recovered"]
+    assert all(0 <= p <= 1 for rec in exp.recoveries.values() for p in rec["best_purity"])
+    assert 0 <= exp.model_metrics["NDCG@10"] <= 1
