@@ -27,15 +27,29 @@ from seqsae_lib.sae_metrics import (
 from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
 from seqsae_lib.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
 from seqsae_lib.labels import auto_label
-from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery
+from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery, score_unit_types
+from seqsae_lib.atlas import FeatureAtlas, FeatureCard, build_atlas
+from seqsae_lib.planted import PlantedExperiment, planted_topic_experiment
 from seqsae_lib.steering import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores
 from seqsae_lib.concepts import Concept, concept_steering, decade_concept, genre_concept, popularity_concept, select_latents
 from seqsae_lib.steering_eval import evaluate_steering, pareto_front, share_at_equal_cost
+from seqsae_lib.explain import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
+from seqsae_lib.live import LiveSteering, Recommendations, before_after_grid
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib import activations, capture, checkpoints, concepts, evaluation, features, fidelity, labels, monosemanticity, movielens, plots, pretrained, sae, sasrec, sequences, sources, steering, steering_eval, training
+from seqsae_lib import activations, atlas, capture, explain, live, checkpoints, concepts, evaluation, features, fidelity, labels, monosemanticity, movielens, planted, plots, pretrained, sae, sasrec, sequences, sources, steering, steering_eval, training
 from seqsae_lib.plots import (
-    plot_density_histogram, plot_genre_counts, plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split,
-    plot_topic_transitions,
+    plot_density_histogram, plot_explanation, plot_feature_card, plot_genre_counts, plot_planted_recovery, plot_sae_frontier,
+    plot_sae_training, plot_sequence_lengths, plot_split, plot_steering_tradeoff, plot_topic_transitions,
+    plot_unit_type_comparison,
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ``sl.widgets`` is imported on first use: the widgets (and ipywidgets) are optional.
+    if name == "widgets":
+        import importlib
+
+        return importlib.import_module("seqsae_lib.widgets")
+    raise AttributeError(f"module 'seqsae_lib' has no attribute {name!r}")

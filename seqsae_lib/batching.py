@@ -23,6 +23,7 @@ __all__ = [
     "SplitLike",
     "left_pad",
     "trim_left_padding",
+    "seen_mask",
     "NextItemDataset",
     "collate_trim",
     "collate_full",
@@ -139,6 +140,19 @@ def left_pad(seqs: Sequence[Any], max_len: int, *, pad_value: int = 0) -> Tensor
         tail = a[-max_len:]
         out[i, max_len - len(tail) :] = tail
     return torch.from_numpy(out)
+
+
+def seen_mask(sequences: Sequence[Any], num_items: int) -> Tensor:
+    """``(B, num_items + 1)`` boolean mask of the items in each sequence, padding column 0 included.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb): the items a user has already seen are not
+    recommended (``scores.masked_fill(seen_mask(...), -inf)``).
+    """
+    out = torch.zeros(len(sequences), int(num_items) + 1, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        out[row, torch.as_tensor(np.asarray(seq, dtype=np.int64))] = True
+    out[:, 0] = True
+    return out
 
 
 def trim_left_padding(ids: Tensor, *others: Tensor, pad_value: int = 0) -> tuple[Tensor, ...]:

@@ -14,6 +14,10 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from seqsae_lib.atlas import FeatureCard
+    from seqsae_lib.explain import Explanation
 
     from seqsae_lib.sequences import LeaveOneOutSplit, SequenceData
 
@@ -22,6 +26,14 @@ __all__ = [
     "plot_genre_counts",
     "plot_split",
     "plot_topic_transitions",
+    "plot_sae_frontier",
+    "plot_density_histogram",
+    "plot_sae_training",
+    "plot_feature_card",
+    "plot_unit_type_comparison",
+    "plot_planted_recovery",
+    "plot_steering_tradeoff",
+    "plot_explanation",
 ]
 
 
@@ -188,3 +200,154 @@ def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" 
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.legend(frameon=False)
     return axes
+
+
+def _short(title: str, width: int = 38) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_items: int = 6) -> "Figure":
+    """One latent on one figure: what it fires on (genres, decades, activations) and what it promotes.
+
+    Introduced in chapter 4 (``chapters/04_features.ipynb``); ``card`` comes from
+    :meth:`seqsae_lib.atlas.FeatureAtlas.card`. Panels: the next item's genres where the latent fires
+    (activation-weighted share) against their base rate; the same for release decades; the histogram of
+    its non-zero activations; the films its decoder direction pushes up and down, and the input films
+    that switch it on most.
+    """
+    if fig is None:
+        fig = plt.figure(figsize=(10.5, 6.2), layout="constrained")
+    axes = fig.subplots(2, 2)
+    freq = float(card.stats.get("frequency", 0.0))
+    fig.suptitle(f"Latent {card.latent}: {card.label}  (confidence {card.confidence:.2f}, "
+                 f"fires on {freq:.2%} of positions)", fontsize=11)
+    for ax, profile, what in ((axes[0, 0], "genre:next", "genre"), (axes[0, 1], "decade:next", "release decade")):
+        rows = card.profile(profile)
+        if rows.empty:
+            ax.text(0.5, 0.5, f"no {what} data", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        if profile.startswith("genre"):
+            rows = rows.sort_values("share", ascending=False).head(8).iloc[::-1]
+        else:
+            rows = rows.sort_index()
+        y = np.arange(len(rows))
+        ax.barh(y - 0.2, rows["share"], height=0.4, color="#C44E52", label="where it fires")
+        ax.barh(y + 0.2, rows["base_rate"], height=0.4, color="#BBBBBB", label="all positions")
+        ax.set_yticks(y, [str(c) for c in rows.index], fontsize=8)
+        ax.set_xlabel(f"share of next items by {what}")
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax = axes[1, 0]
+    if len(card.activations):
+        ax.hist(card.activations, bins=40, color="#4C72B0", edgecolor="white")
+        ax.set_yscale("log")
+    ax.set_xlabel("activation when firing")
+    ax.set_ylabel("positions (log)")
+    ax = axes[1, 1]
+    ax.set_axis_off()
+    lines = ["Pushes up:"] + [f"  {_short(t)}" for t in card.promoted.get("title", pd.Series(dtype=str))[:n_items]]
+    lines += ["Pushes down:"] + [f"  {_short(t)}" for t in card.suppressed.get("title", pd.Series(dtype=str))[:3]]
+    lines += ["Switched on by watching:"] + [f"  {_short(t)}" for t in card.driving.get("title", pd.Series(dtype=str))[:3]]
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace",
+            transform=ax.transAxes)
+    return fig
+
+
+def plot_unit_type_comparison(results: "dict[str, pd.DataFrame]", scores: "tuple[str, ...]" = ("auc_next", "purity_lift", "js", "ms"),
+                              axes: "np.ndarray | None" = None) -> "np.ndarray":
+    """Distribution of monosemanticity scores per unit type (box plots, medians marked).
+
+    Introduced in chapter 4 (``chapters/04_features.ipynb``); ``results`` maps a unit type to
+    :func:`seqsae_lib.monosemanticity_scores`.
+    """
+    names = {"auc_next": "best-genre ROC-AUC (next item)", "auc_input": "best-genre ROC-AUC (input item)",
+             "purity_lift": "top-N genre purity lift", "js": "Jensen-Shannon separability",
+             "ms": "MS: top-item similarity"}
+    if axes is None:
+        _, axes = plt.subplots(1, len(scores), figsize=(3.0 * len(scores), 3.6), layout="constrained")
+    axes = np.atleast_1d(axes)
+    labels = list(results)
+    for ax, score in zip(axes, scores):
+        data = [results[name][score].to_numpy() for name in labels]
+        ax.boxplot(data, vert=False, showfliers=False, medianprops={"color": "#C44E52", "linewidth": 2})
+        ax.set_yticks(np.arange(1, len(labels) + 1), labels if ax is axes[0] else [""] * len(labels))
+        ax.set_xlabel(names.get(score, score), fontsize=9)
+        ax.invert_yaxis()
+    return axes
+
+
+def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = None) -> "Axes":
+    """Best AUC per planted topic for each unit type, with the recovery threshold.
+
+    Introduced in chapter 4 (``chapters/04_features.ipynb``); values are
+    :func:`seqsae_lib.planted_recovery` outputs.
+    """
+    ax = _axis(ax)
+    width = 0.8 / max(len(recoveries), 1)
+    threshold = None
+    for i, (name, rec) in enumerate(recoveries.items()):
+        x = np.arange(len(rec["best_auc"])) + i * width
+        ax.bar(x, rec["best_auc"], width=width, label=f"{name}: {rec['n_recovered']}/{rec['n_topics']} recovered")
+        threshold = rec["threshold"]
+    if threshold is not None:
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"AUC {threshold}")
+    n = max(len(r["best_auc"]) for r in recoveries.values())
+    ax.set_xticks(np.arange(n) + 0.4 - width / 2, [str(t) for t in range(n)])
+    ax.set_xlabel("planted topic")
+    ax.set_ylabel("best ROC-AUC of any single unit")
+    ax.set_ylim(0.5, 1.01)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.set_title("Does some unit detect each planted topic?")
+    return ax
+
+
+def plot_steering_tradeoff(results: "dict[str, pd.DataFrame]", ax: "Axes | None" = None, *, k: int = 10,
+                           title: str | None = None) -> "Axes":
+    """Concept share@k against NDCG@k over each method's strength grid (the trade-off curves).
+
+    Introduced in chapter 5 (``chapters/05_steering.ipynb``); ``results`` maps a method name to
+    :func:`seqsae_lib.evaluate_steering` tables. The unsteered model is the black star; up and to the
+    right is better.
+    """
+    ax = _axis(ax)
+    base = None
+    for name, table in results.items():
+        rows = table.sort_values("strength", key=np.abs)
+        ax.plot(rows[f"NDCG@{k}"], rows[f"share@{k}"], marker="o", markersize=3, label=name)
+        base = (table.attrs.get("reference_NDCG"), table.attrs.get("reference_share"))
+    if base is not None and base[0] is not None and base[1] is not None:
+        ax.plot(*base, marker="*", color="black", markersize=12, linestyle="none", label="unsteered")
+    ax.set_xlabel(f"NDCG@{k} on the held-out item (higher is better)")
+    ax.set_ylabel(f"concept share of the top-{k}")
+    ax.set_title(title or f"Steering towards {next(iter(results.values())).attrs.get('concept', 'the concept')}")
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def plot_explanation(explanation: "Explanation", n: int = 8, ax: "Axes | None" = None) -> "Axes":
+    """Waterfall of one recommendation's score: the ``n`` largest feature parts, the rest, bias and error.
+
+    Introduced in chapter 5 (``chapters/05_steering.ipynb``); ``explanation`` comes from
+    :func:`seqsae_lib.explain.explain_final`. Bars start where the previous one ended, so the last bar
+    ends at the model's score.
+    """
+    ax = _axis(ax, (7.2, 0.45 * (n + 4) + 1.0))
+    c = explanation.contributions
+    top = c.reindex(c["contribution"].abs().sort_values(ascending=False).index).head(n)
+    rest = float(c["contribution"].sum() - top["contribution"].sum())
+    names = [f"{lab} [{int(j)}]" if "label" in top else f"latent {int(j)}"
+             for lab, j in zip(top.get("label", top["latent"]), top["latent"])]
+    names = [_short(x, 44) for x in names] + [f"{len(c) - len(top)} other features", "SAE bias", "SAE error"]
+    values = list(top["contribution"]) + [rest, explanation.bias, explanation.error]
+    start = np.concatenate([[0.0], np.cumsum(values)[:-1]])
+    colors = ["#55A868" if v >= 0 else "#C44E52" for v in values]
+    y = np.arange(len(values))[::-1]
+    ax.barh(y, values, left=start, color=colors)
+    for yi, s0, v in zip(y, start, values):
+        ax.text(s0 + v, yi, f" {v:+.2f}", va="center", ha="left" if v >= 0 else "right", fontsize=8)
+    ax.axvline(explanation.score, color="black", linestyle="--", linewidth=1, label=f"score {explanation.score:.2f}")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("contribution to the score (logit)")
+    ax.set_title(f"Why {_short(explanation.title or str(explanation.item), 50)}?")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return ax

@@ -1,0 +1,74 @@
+"""Steering speed on ML-100k with the shipped SASRec and SAE.
+
+Run: python bench/bench_steering.py [--threads 2] [--updates 300] [--concept Horror]
+
+Prints:
+  * the live widget's update path (``LiveSteering.recommend``: build the steering from slider values,
+    edit the cached state, score the catalogue, top-10, comparison table), median and p95 over
+    ``--updates`` random slider settings on random users (target: p95 <= 20 ms with 2 threads);
+  * the full evaluation grid for one concept: the SAE method and the four baselines over their
+    strength grids on all 943 test users (target: under a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import seqsae_lib as sl
+from seqsae_lib.pretrained import SAE_ML100K_FINAL, load_pretrained_sae, load_pretrained_sasrec, training_activations
+
+SAE_STRENGTHS = (0.5, 1, 2, 3, 4, 6, 8)
+RERANK_STRENGTHS = (0.25, 0.5, 1, 1.5, 2, 3, 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--concept", default="Horror")
+    args = parser.parse_args()
+    sl.set_threads(args.threads)
+    data = sl.make_sequences(sl.load_movielens("ml-100k"))
+    split = sl.leave_one_out(data)
+    model, _ = load_pretrained_sasrec(split.fingerprint)
+    sae = load_pretrained_sae(split.fingerprint)
+    store = training_activations(model, split, SAE_ML100K_FINAL.capture_point)
+    codes = sl.features.latent_activations(sae, store)
+    concepts = ["Comedy", "Horror", "Film-Noir", "1970s", "popular"]
+    start = time.perf_counter()
+    chosen = {c: sl.select_latents(sl.concepts.get_concept(data, c), sae, model, "final", codes=codes, store=store)
+              for c in concepts}
+    print(f"threads={args.threads}; latents chosen for {len(concepts)} concepts in {time.perf_counter() - start:.2f} s")
+    live = sl.LiveSteering(model, sae, data, split.test_inputs, chosen)
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, data.num_users, size=args.updates)
+    for u in np.unique(users):  # the widget builds a user's cache once, when the user is picked
+        live.recommend(int(u))
+    times = []
+    for u in users:
+        sliders = {c: float(rng.uniform(-6, 6)) for c in concepts if rng.random() < 0.6}
+        times.append(live.recommend(int(u), sliders).seconds)
+    print(f"widget update ({args.updates} random slider settings): median {np.median(times) * 1e3:.1f} ms, "
+          f"p95 {np.percentile(times, 95) * 1e3:.1f} ms, max {np.max(times) * 1e3:.1f} ms")
+    start = time.perf_counter()
+    live._cache.clear()
+    live.recommend(0)
+    print(f"picking a new user (one forward pass + unsteered top-10): {(time.perf_counter() - start) * 1e3:.1f} ms")
+
+    concept = sl.concepts.get_concept(data, args.concept)
+    start = time.perf_counter()
+    latents = sl.select_latents(concept, sae, model, "final", codes=codes, store=store)
+    methods = sl.steering_eval.steering_methods(concept, sae, store, latents, codes=codes)
+    grids = {name: RERANK_STRENGTHS if name == "re-ranking" else SAE_STRENGTHS for name in methods}
+    sl.steering_eval.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
+    n_points = sum(len(g) for g in grids.values())
+    print(f"evaluation grid for {args.concept!r}: {len(methods)} methods, {n_points} strengths, "
+          f"{data.num_users} users in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The live-steering engine (LiveSteering), its static grid and the steering widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import seqsae_lib as sl
+
+
+@pytest.fixture(scope="module")
+def live(tiny_seq, tiny_split, train_tiny_sasrec):
+    model = train_tiny_sasrec(tiny_split, epochs=2)
+    store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
+    sae, _ = sl.train_sae(store.acts, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
+                          sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
+    sae.eval()
+    topic = tiny_seq.genre_names[0]
+    latents = sl.select_latents(sl.concepts.get_concept(tiny_seq, topic), sae, model, "final", n=3)
+    return sl.LiveSteering(model, sae, tiny_seq, tiny_split.test_inputs, {topic: latents}, k=5)
+
+
+def test_zero_strength_is_the_unsteered_model(live, tiny_split):
+    user = 3
+    rec = live.recommend(user, {live.slider_names[0]: 0.0})
+    ids = sl.left_pad([tiny_split.test_inputs[user]], live.model.max_len)
+    with torch.no_grad():
+        scores = live.model.scores(ids)[0]
+    scores[torch.from_numpy(np.asarray(tiny_split.test_inputs[user]))] = float("-inf")
+    scores[0] = float("-inf")
+    assert rec.table["item"].tolist() == torch.topk(scores, 5).indices.tolist()
+    assert rec.jaccard == 1.0 and not rec.table["new"].any() and rec.dropped.empty
+    assert (rec.table["was_rank"] == rec.table["rank"]).all()
+    assert not set(rec.table["item"]) & set(np.asarray(tiny_split.test_inputs[user]).tolist())  # seen filtered
+
+
+def test_concept_slider_moves_the_share(live):
+    name = live.slider_names[0]
+    users = range(20)
+    before = np.mean([live.recommend(u).shares.loc[name, "before"] for u in users])
+    up = np.mean([live.recommend(u, {name: 8.0}).shares.loc[name, "after"] for u in users])
+    down = np.mean([live.recommend(u, {name: -8.0}).shares.loc[name, "after"] for u in users])
+    assert up > before > down or (before == 0 and up > 0)
+    rec = live.recommend(0, {name: 8.0})
+    assert set(rec.table.loc[rec.table["new"], "item"]).isdisjoint(set(rec.dropped["item"]))
+    assert len(rec.dropped) == int(rec.table["new"].sum())  # every new item replaced one that left
+    assert 0 <= rec.jaccard <= 1 and rec.seconds > 0
+
+
+def test_latent_slider_equals_a_manual_add(live):
+    latent = int(live.active_latents(0, 1)["latent"].iloc[0])
+    rec = live.recommend(0, {f"latent:{latent}": 3.0})
+    steering = sl.Steering.add(live.sae, "final", latent, 3.0)
+    cache = sl.SteeringCache(live.model, sl.left_pad([live.inputs[0]], live.model.max_len), "final")
+    scores = cache.scores(steering)[0]
+    scores[torch.from_numpy(np.asarray(live.inputs[0]))] = float("-inf")
+    scores[0] = float("-inf")
+    assert rec.table["item"].tolist() == torch.topk(scores, 5).indices.tolist()
+
+
+def test_bad_requests(live, tiny_seq):
+    with pytest.raises(KeyError, match="unknown slider"):
+        live.recommend(0, {"Westerns": 1.0})
+    with pytest.raises(KeyError, match="unknown user index"):
+        live.recommend(10_000)
+    with pytest.raises(KeyError, match="unknown user id 99999"):
+        live.user_index(99_999)
+    with pytest.raises(ValueError):
+        live.recommend(0, {live.slider_names[0]: float("nan")})
+    with pytest.raises(ValueError, match="latent"):
+        live.recommend(0, {"latent:999": 1.0})
+    assert live.user_index(int(tiny_seq.users["user_id"].iloc[4])) == 4
+
+
+def test_before_after_grid(live):
+    name = live.slider_names[0]
+    grid = sl.before_after_grid(live, 0, name, [0.0, 4.0])
+    assert grid.shape == (5 + 2, 2)
+    assert not grid["strength +0.0"].iloc[:5].str.startswith("+ ").any()  # nothing is new at strength 0
+    assert grid.loc["overlap (Jaccard)", "strength +0.0"] == "1.00"
+
+
+def test_steering_widget(live):
+    pytest.importorskip("ipywidgets")
+    uid = int(live.seq_data.users["user_id"].iloc[2])
+    widget = sl.widgets.steering_widget(live, uid)
+    assert widget.last.user == 2 and widget.last.jaccard == 1.0
+    widget.sliders[live.slider_names[0]].value = 5.0
+    assert widget.last.strengths == {live.slider_names[0]: 5.0}
+    why = widget.children[-1].value
+    assert why.startswith("<b>Why ") and "SAE error" in why
+    html = sl.widgets.recommendations_html(widget.last)
+    assert "Concept share" in html and "<table>" in html
