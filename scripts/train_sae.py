@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, pretrained_stem
+from seqsae_lib.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance
 from seqsae_lib.pretrained import training_activations
 
 
@@ -82,8 +82,7 @@ def main() -> None:
     if args.save:
         fidelity = {row: {col: float(v) for col, v in table.loc[row].items()} for row in table.index}
         sae.save(pretrained_stem(recipe.name), {
-            "capture_point": recipe.capture_point, "sasrec": recipe.sasrec, "fingerprint": split.fingerprint,
-            "recipe": recipe.to_dict(), "seed": args.seed, "threads": args.threads,
+            **sae_provenance(recipe, split.fingerprint), "recipe": recipe.to_dict(), "seed": args.seed, "threads": args.threads,
             "train_seconds": round(t_train, 1), "collect_seconds": round(t_collect, 1),
             "num_vectors": len(store), "reconstruction": {k: float(v) for k, v in recon.items()},
             "fidelity_test": fidelity, "command": "python scripts/train_sae.py --save --threads "

@@ -80,3 +80,22 @@ def test_shipped_sae_refuses_another_capture_point(recipe_split):
 
     with pytest.raises(sl.SAEMetadataMismatchError, match="capture_point"):
         load_pretrained_sae(recipe_split.fingerprint, replace(SAE_ML100K_FINAL, capture_point="block_0"))
+
+
+def test_shipped_sae_refuses_a_retrained_sasrec(recipe_split, tmp_path, monkeypatch):
+    """The SAE records the hash of the SASRec weights it read; a different SASRec file is refused."""
+    import shutil
+
+    import seqsae_lib.pretrained as pretrained
+
+    for name in (SASREC_ML100K.name, pretrained.SAE_ML100K_FINAL.name):
+        for suffix in (".pt", ".json"):
+            shutil.copy(pretrained_stem(name).with_suffix(suffix), tmp_path / f"{name}{suffix}")
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    assert pretrained.load_pretrained_sae(recipe_split.fingerprint).config.d_sae == 2048  # the copy loads
+    model, meta = load_pretrained_sasrec(recipe_split.fingerprint)
+    with torch.no_grad():
+        model.item_emb.weight[1] += 0.01  # "retrained"
+    sl.save_checkpoint(model, tmp_path / SASREC_ML100K.name, fingerprint=meta["fingerprint"])
+    with pytest.raises(sl.SAEMetadataMismatchError, match="sasrec_weights_sha256"):
+        pretrained.load_pretrained_sae(recipe_split.fingerprint)

@@ -55,7 +55,7 @@ SASREC_ML100K = SASRecRecipe(
     dataset="ml-100k",
     sequences={"min_user_interactions": 5, "min_item_interactions": 5, "tie_break": "file"},
     model={"max_len": 200, "d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2},
-    train=TrainConfig(max_epochs=200, batch_size=128, lr=2e-3, patience=6, progress=True),
+    train=TrainConfig(max_epochs=200, batch_size=128, lr=2e-3, patience=10, progress=True),
 )
 """The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
 
@@ -158,6 +158,30 @@ def training_activations(model: SASRec, split: Any, capture_point: str, *, progr
                                fingerprint=split.fingerprint, progress=progress)
 
 
+def sasrec_weights_sha256(name: str = SASREC_ML100K.name) -> str:
+    """The sha256 of a shipped SASRec's weights, as recorded beside them.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``). An SAE records the hash of the model it was
+    trained on, so a retrained SASRec cannot silently be paired with an SAE made for the old one.
+    """
+    from seqsae_lib.checkpoints import FORMAT, FORMAT_VERSION, CheckpointError
+    from seqsae_lib.fileio import load_meta
+
+    meta, _, _ = load_meta(pretrained_stem(name), fmt=FORMAT, version=FORMAT_VERSION, required=(),
+                           error=CheckpointError, what="SASRec checkpoint")
+    return str(meta["weights_sha256"])
+
+
+def sae_provenance(recipe: "SAERecipe", fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Metadata a shipped SAE must carry: capture point, SASRec name and weights hash, data fingerprint.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``); written by ``scripts/train_sae.py`` and checked
+    by :func:`load_pretrained_sae`.
+    """
+    return {"capture_point": recipe.capture_point, "sasrec": recipe.sasrec,
+            "sasrec_weights_sha256": sasrec_weights_sha256(recipe.sasrec), "fingerprint": fingerprint}
+
+
 def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" = None) -> Any:
     """Load a shipped SAE, refusing one made for another SASRec, capture point or data.
 
@@ -166,12 +190,12 @@ def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" 
     Raises
     ------
     seqsae_lib.SAEFileError
-        Missing or truncated files, or metadata that does not match (which key, which values).
+        Missing or truncated files, or metadata that does not match (which key, which values), e.g. an
+        SAE trained on another version of the shipped SASRec (its weights hash differs).
     """
     from seqsae_lib.sae import SparseAutoencoder
 
     recipe = recipe or SAE_ML100K_FINAL
-    sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected={
-        "capture_point": recipe.capture_point, "sasrec": recipe.sasrec, "fingerprint": fingerprint})
+    sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected=sae_provenance(recipe, fingerprint))
     sae.eval()
     return sae
