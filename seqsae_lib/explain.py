@@ -27,7 +27,6 @@ top supporting feature should lower that item's rank, more than removing a rando
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -110,8 +110,14 @@ class LiveSteering:
         self.concepts = {**{name: get_concept(self.seq_data, name) for name in self.concept_latents
                             if name not in self.concepts}, **self.concepts}
         self._latents = {name: _ids(table) for name, table in self.concept_latents.items()}
-        self._info = self.seq_data.items[["title", "year"]].copy()
-        self._info["genres"] = self.seq_data.items["genres"].map(", ".join)
+        items = self.seq_data.items  # indexed by internal id 1..num_items
+        n = self.seq_data.num_items + 1
+        self._titles = np.array([""] + items["title"].reindex(range(1, n)).tolist(), dtype=object)
+        self._years = np.array([np.nan] + items["year"].reindex(range(1, n)).astype(float).tolist())
+        self._genres = np.array([""] + items["genres"].reindex(range(1, n)).map(", ".join).tolist(), dtype=object)
+        self._mask_names = list(self.concepts)
+        self._masks = np.stack([np.asarray(c.item_mask, dtype=float) for c in self.concepts.values()]) \
+            if self.concepts else np.zeros((0, n))
         self._user_ids = {int(u): i for i, u in enumerate(self.seq_data.users["user_id"])}
 
     @property
@@ -207,24 +213,26 @@ class LiveSteering:
         strengths = dict(strengths or {})
         cache, seen, base = self._user(user)
         steering = self.steering(strengths)
-        top = self._top(cache.scores(steering), seen) if not steering.is_identity else base.copy()
-        before = dict(zip(base["item"], base["rank"]))
-        top["was_rank"] = top["item"].map(before).astype(float)
-        top["new"] = top["was_rank"].isna()
-        table = top.join(self._info, on="item")[["rank", "item", "title", "year", "genres", "score", "was_rank",
-                                                  "new"]]
-        shares = {}
-        for name, concept in self.concepts.items():
-            table[name] = concept.item_mask[table["item"].to_numpy()]
-            shares[name] = {"before": float(concept.item_mask[base["item"].to_numpy()].mean()),
-                            "after": float(table[name].mean())}
-        kept = set(top["item"])
-        dropped = base[~base["item"].isin(kept)].join(self._info, on="item")[["rank", "item", "title"]]
-        jaccard = len(kept & set(base["item"])) / len(kept | set(base["item"]))
-        return Recommendations(user=int(user), table=table, dropped=dropped.rename(columns={"rank": "was_rank"}),
-                               shares=pd.DataFrame(shares).T, jaccard=jaccard, strengths=strengths,
-                               seconds=time.perf_counter() - start)
-
+        top = self._top(cache.scores(steering), seen) if not steering.is_identity else base
+        items, base_items = top["item"].to_numpy(), base["item"].to_numpy()
+        # numpy throughout, one DataFrame at the end: pandas joins would cost more than the steering itself
+        position = {int(i): r for r, i in enumerate(base_items, start=1)}
+        was = np.array([position.get(int(i), np.nan) for i in items], dtype=float)
+        columns = {"rank": np.arange(1, len(items) + 1), "item": items, "title": self._titles[items],
+                   "year": self._years[items], "genres": self._genres[items], "score": top["score"].to_numpy(),
+                   "was_rank": was, "new": np.isnan(was)}
+        masks = self._masks[:, items]
+        columns.update(zip(self._mask_names, masks))
+        table = pd.DataFrame(columns)
+        shares = pd.DataFrame({"before": self._masks[:, base_items].mean(axis=1), "after": masks.mean(axis=1)},
+                              index=self._mask_names)
+        left = ~np.isin(base_items, items)
+        dropped = pd.DataFrame({"was_rank": np.flatnonzero(left) + 1, "item": base_items[left],
+                                "title": self._titles[base_items[left]]})
+        kept, before = set(items.tolist()), set(base_items.tolist())
+        jaccard = len(kept & before) / len(kept | before)
+        return Recommendations(user=int(user), table=table, dropped=dropped, shares=shares, jaccard=jaccard,
+                               strengths=strengths, seconds=time.perf_counter() - start)
 
     def explain(self, user: int, item: int, strengths: Mapping[str, float] | None = None) -> Explanation:
         """Why ``item`` scores as it does for ``user`` under the given sliders: exact per-feature parts.

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from seqsae_lib.atlas import FeatureAtlas
     from seqsae_lib.live import LiveSteering, Recommendations
 
-__all__ = ["feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
+__all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
 
 
 def require_ipywidgets() -> Any:
@@ -37,7 +37,49 @@ def _html_table(frame: Any, columns: list[str], title: str) -> str:
     return f"<b>{title}</b>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
 
 
-def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_results: int = 30) -> Any:
+def _bars(rows: Any, what: str, n: int) -> str:
+    """Share where the latent fires vs base rate, as CSS bars (red: the latent, grey: all positions)."""
+    import html
+
+    if rows is None or len(rows) == 0:
+        return f"<p>(no {what} data)</p>"
+    out = [f"<b>{what}</b><table>"]
+    for name, r in rows.head(n).iterrows():
+        share, base = float(r["share"]), float(r["base_rate"])
+        out.append(f"<tr><td>{html.escape(str(name))}</td><td style='width:14em'>"
+                   f"<div style='background:#C44E52;height:0.6em;width:{100 * share:.0f}%'></div>"
+                   f"<div style='background:#BBBBBB;height:0.6em;width:{100 * base:.0f}%'></div></td>"
+                   f"<td>{share:.0%} vs {base:.0%}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def card_html(card: Any, n_items: int = 6) -> str:
+    """A feature card as plain HTML: label, frequency, genre and decade bars, promoted and driving films.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb). The fast card of the feature browser (no
+    figure to render); :func:`seqsae_lib.plots.plot_feature_card` draws the same content as a figure.
+    """
+    import html
+
+    def titles(frame: Any, n: int) -> str:
+        if frame is None or len(frame) == 0 or "title" not in frame:
+            return "-"
+        return "; ".join(html.escape(str(t)) for t in frame["title"].head(n))
+
+    freq = float(card.stats.get("frequency", 0.0))
+    head = (f"<h4>Latent {card.latent}: {html.escape(card.label)}</h4><p>confidence {card.confidence:.2f}; "
+            f"fires on {freq:.2%} of positions; evidence: {html.escape(card.evidence or '-')}</p>")
+    genres = card.profile("genre:next").sort_values("share", ascending=False)
+    decades = card.profile("decade:next").sort_index()
+    panels = (f"<table><tr><td style='vertical-align:top'>{_bars(genres, 'next item genre', 8)}</td>"
+              f"<td style='vertical-align:top'>{_bars(decades, 'next item decade', 10)}</td></tr></table>")
+    items = (f"<p><b>Pushes up:</b> {titles(card.promoted, n_items)}<br><b>Pushes down:</b> "
+             f"{titles(card.suppressed, 3)}<br><b>Switched on by watching:</b> {titles(card.driving, 3)}</p>")
+    return head + panels + items
+
+
+def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_results: int = 30,
+                    figures: bool = False) -> Any:
     """A browser over an SAE's latents: pick one by id, by label search or by genre, see its card.
 
     Introduced in chapter 4 (chapters/04_features.ipynb).
@@ -50,6 +92,9 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
         Latent shown first (default: the first of :meth:`~seqsae_lib.atlas.FeatureAtlas.gallery`).
     n_results : int, default 30
         Latents listed for a search or a genre.
+    figures : bool, default False
+        Draw the matplotlib card (:func:`seqsae_lib.plots.plot_feature_card`, about 0.5-1 s per update on a
+        2-core CPU) instead of the HTML card (:func:`card_html`, a few milliseconds).
 
     Returns
     -------
@@ -79,14 +124,17 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
     def show(j: int) -> float:
         start = time.perf_counter()
         card = atlas.card(int(j))
-        fig = plot_feature_card(card)
-        figure.clear_output(wait=True)
-        with figure:
-            display(fig)
-        plt.close(fig)
-        tables.value = (_html_table(card.contexts, ["user_id", "history", "input", "next", "activation"],
+        if figures:
+            fig = plot_feature_card(card)
+            figure.clear_output(wait=True)
+            with figure:
+                display(fig)
+            plt.close(fig)
+            tables.value = ""
+        else:
+            tables.value = card_html(card)
+        tables.value += _html_table(card.contexts, ["user_id", "history", "input", "next", "activation"],
                                     "Strongest contexts (one per user): last films watched, then the next one")
-                        + _html_table(card.promoted, ["title", "score"], "Pushed up most (logit per unit)"))
         seconds = time.perf_counter() - start
         browser.last_seconds = seconds
         status.value = f"<small>latent {j}: evidence {card.evidence or '-'}; updated in {seconds * 1e3:.0f} ms</small>"

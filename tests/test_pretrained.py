@@ -99,3 +99,13 @@ def test_shipped_sae_refuses_a_retrained_sasrec(recipe_split, tmp_path, monkeypa
     sl.save_checkpoint(model, tmp_path / SASREC_ML100K.name, fingerprint=meta["fingerprint"])
     with pytest.raises(sl.SAEMetadataMismatchError, match="sasrec_weights_sha256"):
         pretrained.load_pretrained_sae(recipe_split.fingerprint)
+
+
+def test_shipped_pipeline_loads_matching_parts(recipe_split):
+    from seqsae_lib.pretrained import SAE_ML100K_FINAL, shipped_pipeline
+
+    model, sae, store = shipped_pipeline(recipe_split)
+    assert not model.training and not sae.training
+    assert store.capture_point == SAE_ML100K_FINAL.capture_point == sae.metadata["metadata"]["capture_point"]
+    assert len(store) == sum(min(len(s), model.max_len) for s in recipe_split.train)
+    assert sae.config.d_in == store.d_model == model.d_model

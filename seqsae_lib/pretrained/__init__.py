@@ -20,7 +20,7 @@ from seqsae_lib.training import History, TrainConfig, train_sasrec
 
 __all__ = ["SASRecRecipe", "SASREC_ML100K", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
-           "train_from_recipe"]
+           "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 """Folder holding the shipped checkpoints (``<name>.pt`` + ``<name>.json``)."""
@@ -199,3 +199,39 @@ def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" 
     sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected=sae_provenance(recipe, fingerprint))
     sae.eval()
     return sae
+
+
+def shipped_pipeline(
+    split: Any, *, retrain: bool = False, seed: int = 0, num_threads: int | None = None,
+    recipe: "SAERecipe | None" = None,
+) -> tuple[SASRec, Any, Any]:
+    """The SASRec, its SAE and the SAE's activation store, loaded from the shipped files or retrained.
+
+    Introduced in chapter 4 (``chapters/04_features.ipynb``): the one call behind the setup of chapters
+    4 and 5 and the benches. With ``retrain=True`` both models are trained from their recipes with
+    ``seed`` (minutes); otherwise the shipped files are loaded (checked against ``split.fingerprint``).
+
+    Returns
+    -------
+    model, sae, store
+        SASRec in eval mode, the SAE in eval mode, and :func:`training_activations` at the SAE's capture
+        point.
+    """
+    from seqsae_lib.sae import SAEConfig
+    from seqsae_lib.sae_training import SAETrainConfig, train_sae
+
+    recipe = recipe or SAE_ML100K_FINAL
+    if retrain:
+        model, _ = train_from_recipe(split, seed=seed, num_threads=num_threads)
+        model.eval()
+    else:
+        model, _ = load_pretrained_sasrec(split.fingerprint)
+    store = training_activations(model, split, recipe.capture_point)
+    if retrain:
+        sae, _ = train_sae(store.acts, SAEConfig(d_in=store.d_model, seed=seed, **recipe.sae),
+                           SAETrainConfig(seed=seed, num_threads=num_threads, **recipe.train))
+        sae.fold_normalization()
+        sae.eval()
+    else:
+        sae = load_pretrained_sae(split.fingerprint, recipe)
+    return model, sae, store
