@@ -1,0 +1,97 @@
+"""Rendered-page checks: build the book from the committed, executed notebooks and inspect the HTML.
+
+The chapters' code is executed and compared by nbval (the notebooks under ``chapters/``) and by
+``make book``; this test renders the stored outputs (execution off, about a minute) and checks what a
+reader gets: every chapter page exists, has its captioned figures, shows no traceback or error output,
+embeds the widget state, and loads MathJax and the widget JavaScript from the book itself (no CDN).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _chapters() -> list[str]:
+    toc = (REPO / "book" / "_toc.yml").read_text()
+    return re.findall(r"^\s*- file: (chapters/\S+)\s*$", toc, re.M)
+
+
+@pytest.fixture(scope="module")
+def html_dir(tmp_path_factory) -> Path:
+    jb = Path(sys.executable).with_name("jupyter-book")
+    if not jb.exists():
+        pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
+    out = tmp_path_factory.mktemp("book")
+    config = (REPO / "_config.yml").read_text()
+    config = re.sub(r"execute_notebooks:\s*\w+", 'execute_notebooks: "off"', config)
+    (out / "_config.yml").write_text(config)
+    result = subprocess.run(
+        [str(jb), "build", str(REPO), "--toc", str(REPO / "book" / "_toc.yml"), "--config", str(out / "_config.yml"),
+         "--path-output", str(out), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = out / "_build" / "html"
+    yield html
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _figure_names(notebook: Path) -> list[str]:
+    nb = json.loads(notebook.read_text())
+    names = []
+    for cell in nb["cells"]:
+        fig = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+        if fig.get("name"):
+            names.append(fig["name"])
+    return names
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_page_renders(html_dir, chapter):
+    page = html_dir / f"{chapter}.html"
+    assert page.is_file(), f"{page} was not built"
+    text = page.read_text(encoding="utf-8")
+    for marker in ("Traceback (most recent call last)", 'class="output error', "Error</span>: "):
+        assert marker not in text, f"{chapter}: error output on the page ({marker!r})"
+    names = _figure_names(REPO / f"{chapter}.ipynb")
+    for name in names:
+        assert f'id="{name}"' in text, f"{chapter}: figure {name!r} missing"
+    assert text.count("<img") >= len(names)
+    assert text.count('class="caption') >= len(names)
+    assert "Summary" in text and "Exercises" in text
+
+
+def test_math_and_widget_javascript_are_local(html_dir):
+    pages = {p: p.read_text(encoding="utf-8") for p in (html_dir / "chapters").glob("*.html")}
+    assert pages
+    for page, text in pages.items():
+        remote = re.findall(r'<(?:script|link)[^>]*(?:src|href)="(https?://[^"]+)"', text)
+        assert not remote, f"{page.name} loads {remote} from the network"
+    with_widgets = [p for p, t in pages.items() if "application/vnd.jupyter.widget-state+json" in t]
+    names = {p.stem for p in with_widgets}
+    assert {"04_features", "05_steering"} <= names, names
+    for page in with_widgets:
+        text = pages[page]
+        assert "vendor/html-manager/embed-amd.js" in text and "vendor/requirejs/require.js" in text
+        state = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', text, re.S)
+        assert state and json.loads(state.group(1))["state"], f"{page.name}: empty widget state"
+    static = html_dir / "_static" / "vendor"
+    assert (static / "html-manager" / "embed-amd.js").is_file() and (static / "mathjax" / "tex-svg-full.js").is_file()
+    assert any("vendor/mathjax/tex-svg-full.js" in t for t in pages.values())
+
+
+def test_api_and_glossary_pages(html_dir):
+    api = (html_dir / "book" / "api.html").read_text(encoding="utf-8")
+    for name in ("seqsae_lib.sasrec.SASRec", "seqsae_lib.sae.SparseAutoencoder", "seqsae_lib.explain.explain_final",
+                 "seqsae_lib.live.LiveSteering"):
+        assert f'id="{name}"' in api, f"API page lacks {name}"
+    assert "Capture point" in (html_dir / "book" / "glossary.html").read_text(encoding="utf-8")
