@@ -299,7 +299,8 @@ def steering_widget(
                                          description=f"latent {int(r['latent'])}", continuous_update=True,
                                          style={"description_width": "9em"}, layout=widgets.Layout(width="28em"))
             slider.observe(update, names="value")
-            sliders[f"latent:{int(r['latent'])}"] = (slider, widgets.HTML(f"<small>{label}</small>"))
+            sliders[f"latent:{int(r['latent'])}"] = (slider, widgets.HTML(f"<small>{label}</small>",
+                                                                          layout=widgets.Layout(width="20em")))
         panel["latent_sliders"] = {k: v[0] for k, v in sliders.items()}
         latent_box.children = [widgets.HTML("<b>This user's most active features</b>")] + \
             [widgets.HBox(list(pair)) for pair in sliders.values()]
@@ -319,8 +320,9 @@ def steering_widget(
     reset.on_click(on_reset)
     controls = widgets.VBox([widgets.HTML("<b>Concepts</b> (right: more, left: fewer)"),
                              *concept_sliders.values(), latent_box, reset])
-    widget = widgets.VBox([widgets.HBox([user_box, status]), history_html,
-                           widgets.HBox([controls, result_html]), explain_pick, explanation_html])
+    # Controls above the list, not beside it: side by side, the sliders were squeezed to a few pixels.
+    widget = widgets.VBox([widgets.HBox([user_box, status]), history_html, controls, result_html, explain_pick,
+                           explanation_html])
     widget.set_user, widget.update, widget.sliders, widget.last = set_user, update, concept_sliders, None
     first = user_id if user_id is not None else int(live.seq_data.users["user_id"].iloc[0])
     user_box.value = first

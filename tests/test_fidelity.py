@@ -33,7 +33,7 @@ def split(tiny_split):
 
 @pytest.fixture(scope="module")
 def model(split, train_tiny_sasrec) -> SASRec:
-    return train_tiny_sasrec(split, epochs=3, d_model=D, max_len=MAX_LEN)
+    return train_tiny_sasrec(split, epochs=8, d_model=D, max_len=MAX_LEN)
 
 
 @pytest.fixture()
