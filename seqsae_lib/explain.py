@@ -222,8 +222,8 @@ def explanations_table(explanations: Sequence[Explanation], n: int = 3) -> pd.Da
     Introduced in chapter 5 (chapters/05_steering.ipynb).
     """
     def names(rows: pd.DataFrame) -> str:
-        lab = rows["label"] if "label" in rows else rows["latent"].map(str)
-        return "; ".join(f"{x} ({c:+.2f})" for x, c in zip(lab, rows["contribution"]))
+        lab = rows["label"] if "label" in rows else pd.Series("latent", index=rows.index)
+        return "; ".join(f"{x} [{int(j)}] ({c:+.2f})" for x, j, c in zip(lab, rows["latent"], rows["contribution"]))
 
     return pd.DataFrame([{"rank": r + 1, "title": e.title or str(e.item), "score": e.score,
                           "supported by": names(e.supporting(n)), "held back by": names(e.opposing(n)),

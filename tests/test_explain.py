@@ -52,6 +52,8 @@ def test_sentence_and_table(parts):
     assert (ex[0].supporting()["contribution"] > 0).all() and (ex[0].opposing()["contribution"] < 0).all()
     table = explanations_table(ex)
     assert list(table.index) == [1, 2, 3] and table["title"].iloc[0] == ex[0].title
+    top = ex[0].supporting(1).iloc[0]
+    assert table["supported by"].iloc[0].startswith(f"L{int(top['latent'])} [{int(top['latent'])}] ({top['contribution']:+.2f})")
 
 
 def test_inner_ablation_matches_a_direct_forward_pass(parts):
