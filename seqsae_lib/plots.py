@@ -305,26 +305,49 @@ def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = Non
 
 
 def plot_steering_tradeoff(results: "dict[str, pd.DataFrame]", ax: "Axes | None" = None, *, k: int = 10,
-                           title: str | None = None) -> "Axes":
-    """Concept share@k against NDCG@k over each method's strength grid (the trade-off curves).
+                           title: str | None = None, metric: str = "share@{k}") -> "Axes":
+    """A list metric (default: concept share@k) against NDCG@k over each method's strength grid.
 
     Introduced in chapter 5 (``chapters/05_steering.ipynb``); ``results`` maps a method name to
-    :func:`seqsae_lib.evaluate_steering` tables. The unsteered model is the black star; up and to the
-    right is better.
+    :func:`seqsae_lib.evaluate_steering` tables. The unsteered model is the black star; with the default
+    metric up and to the right is better. Chapter 6 draws ``metric="popularity@{k}"``, ``"Coverage@{k}"``
+    and ``"Gini@{k}"`` (any column of the tables; ``{k}`` is filled in).
+
+    Raises
+    ------
+    ValueError
+        ``metric`` is not a column of the tables.
     """
     ax = _axis(ax)
-    base = None
+    column = metric.format(k=k)
+    first = next(iter(results.values()))
+    if column not in first:
+        raise ValueError(f"unknown metric {column!r}; the tables have {list(first.columns)}")
+    base_x = base_y = None
     for name, table in results.items():
         rows = table.sort_values("strength", key=np.abs)
-        ax.plot(rows[f"NDCG@{k}"], rows[f"share@{k}"], marker="o", markersize=3, label=name)
-        base = (table.attrs.get("reference_NDCG"), table.attrs.get("reference_share"))
-    if base is not None and base[0] is not None and base[1] is not None:
-        ax.plot(*base, marker="*", color="black", markersize=12, linestyle="none", label="unsteered")
+        ax.plot(rows[f"NDCG@{k}"], rows[column], marker="o", markersize=3, label=name)
+        if column == f"share@{k}":
+            base_x, base_y = table.attrs.get("reference_NDCG"), table.attrs.get("reference_share")
+        else:  # the unsteered point is the row at strength 0, when the grid has one
+            zero = table[table["strength"] == 0]
+            if len(zero):
+                base_x, base_y = float(zero[f"NDCG@{k}"].iloc[0]), float(zero[column].iloc[0])
+    if base_x is not None and base_y is not None:
+        ax.plot(base_x, base_y, marker="*", color="black", markersize=12, linestyle="none", label="unsteered")
     ax.set_xlabel(f"NDCG@{k} on the held-out item (higher is better)")
-    ax.set_ylabel(f"concept share of the top-{k}")
-    ax.set_title(title or f"Steering towards {next(iter(results.values())).attrs.get('concept', 'the concept')}")
+    ax.set_ylabel(f"concept share of the top-{k}" if column == f"share@{k}" else _METRIC_LABELS.get(metric, column))
+    ax.set_title(title or f"Steering towards {first.attrs.get('concept', 'the concept')}")
     ax.legend(frameon=False, fontsize=8)
     return ax
+
+
+_METRIC_LABELS = {
+    "popularity@{k}": "mean interactions of recommended items",
+    "Coverage@{k}": "share of the catalogue recommended",
+    "Gini@{k}": "Gini of recommendation counts (0 = even)",
+    "Jaccard@{k}": "overlap with the unsteered top-k",
+}
 
 
 def plot_explanation(explanation: "Explanation", n: int = 8, ax: "Axes | None" = None) -> "Axes":

@@ -427,8 +427,9 @@ def train_sae_grid(
     kind: str = "topk",
     eval_activations: Tensor | None = None,
     progress: bool = True,
+    return_saes: bool = False,
     **sae_kwargs: Any,
-) -> pd.DataFrame:
+) -> pd.DataFrame | tuple[pd.DataFrame, dict[tuple[int, int], SparseAutoencoder]]:
     """Train one SAE per (dictionary size, k) and tabulate the sparsity-fidelity frontier.
 
     Introduced in chapter 3 (chapters/03_sae.ipynb). Each SAE is trained with ``train_config`` (its own
@@ -436,9 +437,12 @@ def train_sae_grid(
     :func:`~seqsae_lib.sae_metrics.evaluate_reconstruction` on ``eval_activations`` (default: the
     training activations).
 
+    With ``return_saes=True`` the trained SAEs come back too, keyed by ``(d_sae, k)`` and in eval mode
+    (chapter 6 inspects their features).
+
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame, or (DataFrame, dict)
         One row per SAE: ``d_sae``, ``k``, ``fvu``, ``l0``, ``cosine``, ``dead_fraction``,
         ``dense_fraction``, ``seconds``.
     """
@@ -447,6 +451,7 @@ def train_sae_grid(
     evaluation = activations if eval_activations is None else eval_activations
     grid = [(int(s), int(k)) for s in sizes for k in ks]
     rows = []
+    saes: dict[tuple[int, int], SparseAutoencoder] = {}
     quiet = replace(train_config, progress=False)
     for d_sae, k in tqdm(grid, desc="SAE grid", disable=not progress):
         config = SAEConfig(d_in=activations.shape[1], d_sae=d_sae, kind=kind, k=min(k, d_sae), **sae_kwargs)
@@ -454,4 +459,7 @@ def train_sae_grid(
         metrics = evaluate_reconstruction(sae, evaluation)
         rows.append({"d_sae": d_sae, "k": k, **{m: float(metrics[m]) for m in
                      ("fvu", "l0", "cosine", "dead_fraction", "dense_fraction")}, "seconds": history.seconds})
-    return pd.DataFrame(rows)
+        if return_saes:
+            saes[(d_sae, k)] = sae.eval()
+    table = pd.DataFrame(rows)
+    return (table, saes) if return_saes else table

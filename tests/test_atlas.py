@@ -120,3 +120,42 @@ def test_planted_experiment_runs_and_counts(tmp_path):
     assert again["n_recovered"] == table.loc["SAE", "topics recovered"]
     assert all(0 <= p <= 1 for rec in exp.recoveries.values() for p in rec["best_purity"])
     assert 0 <= exp.model_metrics["NDCG@10"] <= 1
+
+
+def test_interpretability_summary(tiny_atlas):
+    atlas = tiny_atlas
+    s = atlas.interpretability(min_frequency=0.05)
+    fires = atlas.stats["n_fires"] > 0
+    assert s["latents"] == 48 and s["alive"] == pytest.approx(fires.mean())
+    labelled = ~atlas.labels["label"].isin([sl.labels.DEAD, sl.labels.NO_PROFILE])
+    assert s["labelled"] == pytest.approx(labelled[fires].mean())
+    assert s["frequent"] == (atlas.stats["frequency"] >= 0.05).sum()
+    # The medians are those of the public scoring function on the atlas's codes.
+    gn, _ = sl.monosemanticity.genre_matrices(atlas.store, atlas.seq_data)
+    direct = sl.monosemanticity_scores(atlas.codes, gn, genre_names=list(atlas.seq_data.genre_names))
+    assert s["median auc_next"] == pytest.approx(float(np.median(direct["auc_next"])))
+    assert s["median purity_lift"] == pytest.approx(float(np.median(direct["purity_lift"])))
+    # Every latent frequent: the two medians agree; none frequent: NaN.
+    all_frequent = atlas.interpretability(min_frequency=0.0)
+    assert all_frequent["median purity_lift (frequent)"] == pytest.approx(all_frequent["median purity_lift"])
+    assert np.isnan(atlas.interpretability(min_frequency=1.0)["median auc_next (frequent)"])
+    with pytest.raises(ValueError, match="min_frequency"):
+        atlas.interpretability(min_frequency=2.0)
+
+
+def test_tradeoff_plot_draws_any_list_metric(tiny_atlas):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.DataFrame({"strength": [0.0, 1.0, 2.0], "NDCG@10": [0.3, 0.25, 0.2], "share@10": [0.1, 0.3, 0.5],
+                          "popularity@10": [300.0, 250.0, 200.0]})
+    table.attrs.update(concept="long_tail", reference_NDCG=0.3, reference_share=0.1)
+    ax = sl.plot_steering_tradeoff({"SAE": table}, metric="popularity@{k}")
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [300.0, 250.0, 200.0]
+    star = ax.get_lines()[-1]
+    assert (float(star.get_xdata()[0]), float(star.get_ydata()[0])) == (0.3, 300.0)  # the strength-0 row
+    assert "interactions" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="unknown metric"):
+        sl.plot_steering_tradeoff({"SAE": table}, metric="nonsense")
+    plt.close("all")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 
 import pytest
+import pandas as pd
 import torch
 
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.sae_metrics import evaluate_reconstruction
 from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, lr_factor, train_sae
+from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
 
 D, N_ATOMS, N = 32, 128, 20_000
 
@@ -180,3 +181,15 @@ def test_thread_count_is_restored(atoms_data):
     before = torch.get_num_threads()
     train_sae(atoms_data[0][:1024], SAEConfig(D, 32, k=2), fast(num_epochs=1, num_threads=1))
     assert torch.get_num_threads() == before
+
+
+def test_grid_returns_the_saes_it_measured(atoms_data):
+    x, _ = atoms_data
+    table, saes = train_sae_grid(x[:2000], [32, 64], [2, 4], fast(num_epochs=1), progress=False, return_saes=True)
+    assert set(saes) == {(32, 2), (32, 4), (64, 2), (64, 4)}
+    for row in table.itertuples():
+        sae = saes[(row.d_sae, row.k)]
+        assert not sae.training and sae.config.d_sae == row.d_sae and sae.config.k == row.k
+        # The table's figures are those of the returned SAE.
+        assert evaluate_reconstruction(sae, x[:2000])["fvu"] == pytest.approx(row.fvu, rel=1e-5)
+    assert isinstance(train_sae_grid(x[:500], [32], [2], fast(num_epochs=1), progress=False), pd.DataFrame)
