@@ -88,7 +88,7 @@ def main() -> None:
             "fidelity_test": fidelity, "command": "python scripts/train_sae.py --save --threads "
             + str(args.threads),
         })
-        print(f"saved {recipe.name}.pt and {recipe.name}.json to seqsae_lib/pretrained/")
+        print(f"saved {recipe.name}.pt and {recipe.name}.json to {pretrained_stem(recipe.name).parent}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main() -> None:
                        ["--seeds", *map(str, args.seeds), "--save-seed", str(args.save_seed),
                         "--threads", str(args.threads)])},
         )
-        print(f"saved {stem.name}.pt and {stem.name}.json to seqsae_lib/pretrained/")
+        print(f"saved {stem.name}.pt and {stem.name}.json to {stem.parent}")
         print(json.dumps({"valid": run["valid"], "test": run["test"]}, indent=1))
 
 

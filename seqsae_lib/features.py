@@ -434,21 +434,23 @@ def _acts_tensor(acts: Any) -> Tensor:
 
 @torch.no_grad()
 def latent_activations(
-    sae: SparseAutoencoder, store: ActivationStore | Tensor, batch_size: int = 4096
+    sae: SparseAutoencoder, store: ActivationStore | Tensor, batch_size: int = 1024
 ) -> LatentCodes:
     """Encode every stored position with the SAE, keeping only the non-zero codes.
 
     Introduced in chapter 4 (chapters/04_features.ipynb).
 
     The SAE runs in eval mode (its mode is restored), without gradients, ``batch_size`` rows at a time;
-    only one batch is ever dense (``batch_size x d_sae`` floats). See the module docstring for why the
-    result is sparse.
+    a TopK SAE never builds a dense code matrix (:meth:`~seqsae_lib.sae.SparseAutoencoder.encode_sparse`),
+    other kinds only one batch at a time (``batch_size x d_sae`` floats). See the module docstring for why
+    the result is sparse.
 
     Parameters
     ----------
     sae : SparseAutoencoder
     store : ActivationStore or Tensor of shape (n, d_in)
-    batch_size : int, default 4096
+    batch_size : int, default 1024
+        Rows per encoder call (1024 measured fastest on a 2-core CPU for 2,048 latents).
 
     Returns
     -------
@@ -471,12 +473,12 @@ def latent_activations(
     sae.eval()
     rows_l, cols_l, vals_l = [], [], []
     try:
-        for start in range(0, len(x), int(batch_size)):
-            z = sae.encode(x[start : start + batch_size]).float().cpu()
-            r, c = z.nonzero(as_tuple=True)
-            rows_l.append(r + start)
-            cols_l.append(c)
-            vals_l.append(z[r, c])
+        with torch.no_grad():
+            for start in range(0, len(x), int(batch_size)):
+                r, c, v = sae.encode_sparse(x[start : start + batch_size])
+                rows_l.append(r.cpu() + start)
+                cols_l.append(c.cpu())
+                vals_l.append(v.float().cpu())
     finally:
         if was_training:
             sae.train()

@@ -542,6 +542,35 @@ class SparseAutoencoder(nn.Module):
         z, _ = self._activate(self._pre(x.reshape(-1, self.d_in)))
         return z.reshape(*lead, self.d_sae)
 
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The non-zero latents of 2-D ``x`` as ``(rows, latents, values)``, without a dense code matrix.
+
+        Introduced in chapter 4 (chapters/04_features.ipynb), where every stored state is encoded once.
+
+        Equal to ``z = encode(x); rows, latents = z.nonzero(as_tuple=True); values = z[rows, latents]``
+        (same order: by row, then latent), but for a TopK SAE it never builds the ``(n, d_sae)`` matrix:
+        a fraction of the time and memory when ``k`` is much smaller than ``d_sae``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`encode_pre`; ``x`` not 2-D.
+        """
+        x = self._check(x, self.d_in, "activations")
+        if x.dim() != 2:
+            raise ValueError(f"encode_sparse expects a 2-D (n, {self.d_in}) tensor, got shape {tuple(x.shape)}")
+        if self.config.kind != "topk":
+            z = self.encode(x)
+            rows, latents = z.nonzero(as_tuple=True)
+            return rows, latents, z[rows, latents]
+        pre = self._pre(x)
+        vals, idx = pre.topk(min(self.config.k, self.d_sae), dim=-1, sorted=False)
+        idx, order = idx.sort(dim=-1)
+        vals = F.relu(vals.gather(-1, order))
+        rows = torch.arange(len(x), device=x.device).unsqueeze(1).expand_as(idx)
+        keep = vals > 0
+        return rows[keep], idx[keep], vals[keep]
+
     # ---- decoder -------------------------------------------------------------------------------------
 
     def _decode_sparse(self, idx: Tensor, vals: Tensor, offsets: Tensor | None) -> Tensor:

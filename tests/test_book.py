@@ -95,3 +95,28 @@ def test_api_and_glossary_pages(html_dir):
                  "seqsae_lib.live.LiveSteering"):
         assert f'id="{name}"' in api, f"API page lacks {name}"
     assert "Capture point" in (html_dir / "book" / "glossary.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_chapter_structure(chapter):
+    """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden."""
+    nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
+    cells = nb["cells"]
+    opening = "".join(cells[0]["source"])
+    for heading in ("**Goals.**", "**Prerequisites.**", "**Runtime.**"):
+        assert heading in opening, f"{chapter}: the first cell lacks {heading}"
+    assert "{cite}" in "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"), chapter
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{chapter}: expected one parameters cell, found {len(params)}"
+    names = set(re.findall(r"^([A-Z_]+)\s*=", "".join(params[0]["source"]), re.M))
+    assert {"DATASET", "SEED", "THREADS"} <= names, f"{chapter}: parameters cell has {sorted(names)}"
+    text = ["".join(c["source"]) for c in cells]
+    summary = next(i for i, t in enumerate(text) if "## Summary" in t)
+    assert any("## Exercises" in t for t in text[summary:]), chapter
+    solutions = [i for i, t in enumerate(text) if cells[i]["cell_type"] == "markdown" and t.startswith("**Solution")]
+    assert solutions, f"{chapter}: no solutions"
+    for i in solutions:
+        follow = cells[i + 1]
+        if follow["cell_type"] == "code":
+            assert "hide-cell" in follow.get("metadata", {}).get("tags", []), f"{chapter}: solution cell {i + 1} shown"
+            assert follow.get("outputs") or follow.get("execution_count"), f"{chapter}: solution cell {i + 1} not executed"

@@ -109,3 +109,21 @@ def test_shipped_pipeline_loads_matching_parts(recipe_split):
     assert store.capture_point == SAE_ML100K_FINAL.capture_point == sae.metadata["metadata"]["capture_point"]
     assert len(store) == sum(min(len(s), model.max_len) for s in recipe_split.train)
     assert sae.config.d_in == store.d_model == model.d_model
+
+
+def test_pretrained_folder_can_be_redirected(recipe_split, tmp_path, monkeypatch):
+    """``SEQSAE_PRETRAINED`` (used by ``make retrain``) replaces the shipped folder, with a clear error when empty."""
+    import shutil
+
+    from seqsae_lib.pretrained import PRETRAINED_DIR, PRETRAINED_ENV_VAR
+
+    monkeypatch.setenv(PRETRAINED_ENV_VAR, str(tmp_path))
+    assert pretrained_stem("sasrec_ml100k") == tmp_path / "sasrec_ml100k"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        load_pretrained_sasrec(recipe_split.fingerprint)
+    for suffix in (".pt", ".json"):
+        shutil.copy(PRETRAINED_DIR / f"{SASREC_ML100K.name}{suffix}", tmp_path)
+    model, _ = load_pretrained_sasrec(recipe_split.fingerprint)
+    assert model.num_items == recipe_split.num_items
+    monkeypatch.setenv(PRETRAINED_ENV_VAR, "")
+    assert pretrained_stem("sasrec_ml100k") == PRETRAINED_DIR / "sasrec_ml100k"

@@ -379,3 +379,23 @@ def test_save_rejects_bad_metadata_and_writes_nothing(tmp_path):
         sae.save(tmp_path / "sae", extra_meta={"config": 1})
     assert list(tmp_path.iterdir()) == []
     assert sae_paths("a/b.json") == sae_paths("a/b")
+
+
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "relu"])
+def test_encode_sparse_equals_the_nonzeros_of_encode(kind):
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=32, kind=kind, k=3, seed=0))
+    x = torch.randn(50, 8)
+    if kind == "batchtopk":
+        sae.train()
+        sae.encode(x)  # sets the inference threshold
+    sae.eval()
+    with torch.no_grad():
+        z = sae.encode(x)
+        rows, latents, values = sae.encode_sparse(x)
+    r, c = z.nonzero(as_tuple=True)
+    assert torch.equal(rows, r) and torch.equal(latents, c) and torch.equal(values, z[r, c])
+    with pytest.raises(ValueError, match="2-D"):
+        sae.encode_sparse(x.reshape(5, 10, 8))
+    with pytest.raises(ValueError):
+        sae.encode_sparse(torch.full((2, 8), float("nan")))

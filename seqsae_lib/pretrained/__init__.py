@@ -11,6 +11,7 @@ the shipped model on MovieLens-100k and checks the recorded figures.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from seqsae_lib.checkpoints import load_checkpoint
 from seqsae_lib.sasrec import SASRec
 from seqsae_lib.training import History, TrainConfig, train_sasrec
 
-__all__ = ["SASRecRecipe", "SASREC_ML100K", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "pretrained_stem",
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
            "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
@@ -60,12 +61,20 @@ SASREC_ML100K = SASRecRecipe(
 """The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
 
 
+PRETRAINED_ENV_VAR = "SEQSAE_PRETRAINED"
+"""Environment variable naming a folder that replaces :data:`PRETRAINED_DIR` (``make retrain`` uses it)."""
+
+
 def pretrained_stem(name: str = SASREC_ML100K.name) -> Path:
     """Path stem (no suffix) of a shipped checkpoint.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``). The folder is :data:`PRETRAINED_DIR`, unless
+    the environment variable ``SEQSAE_PRETRAINED`` names another one: ``make retrain`` trains every model
+    from scratch into such a folder (the scripts save there) and builds the book from it, leaving the
+    shipped files untouched.
     """
-    return PRETRAINED_DIR / name
+    folder = os.environ.get(PRETRAINED_ENV_VAR, "").strip()
+    return (Path(folder).expanduser() if folder else PRETRAINED_DIR) / name
 
 
 def load_pretrained_sasrec(fingerprint: dict[str, Any], name: str = SASREC_ML100K.name) -> tuple[SASRec, dict]:
