@@ -85,18 +85,24 @@ def check_sequences(seqs: Sequence[Any], *, num_items: int | None = None, what: 
         a = s.detach().cpu().numpy() if isinstance(s, Tensor) else np.asarray(s)
         if a.ndim != 1:
             raise ValueError(f"{what}[{i}] must be 1-D, got shape {a.shape}")
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            raise TypeError(f"{what}[{i}] must hold integer item ids, got dtype {a.dtype}")
-        a = a.astype(np.int64, copy=False)
-        if a.size:
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 1 or (num_items is not None and hi > num_items):
-                upper = "" if num_items is None else f", {num_items}"
-                raise ValueError(
-                    f"{what}[{i}] has item ids in [{lo}, {hi}]; expected ids in [1{upper}] "
-                    "(0 is reserved for padding)"
-                )
+        if a.dtype != np.int64:
+            if a.size and not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"{what}[{i}] must hold integer item ids, got dtype {a.dtype}")
+            a = a.astype(np.int64)
         out.append(a)
+    # One range check over all ids (a per-sequence check cost a second per 80 evaluations of 943 users);
+    # only when it fails are the sequences searched for the first offender, to name it.
+    flat = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    if flat.size and (flat.min() < 1 or (num_items is not None and flat.max() > num_items)):
+        for i, a in enumerate(out):
+            if a.size:
+                lo, hi = int(a.min()), int(a.max())
+                if lo < 1 or (num_items is not None and hi > num_items):
+                    upper = "" if num_items is None else f", {num_items}"
+                    raise ValueError(
+                        f"{what}[{i}] has item ids in [{lo}, {hi}]; expected ids in [1{upper}] "
+                        "(0 is reserved for padding)"
+                    )
     return out
 
 

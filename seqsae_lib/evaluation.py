@@ -108,6 +108,30 @@ def _right_pad(seqs: list[np.ndarray]) -> Tensor:
 
 
 @torch.no_grad()
+def _top_k_stable(scores: Tensor, k: int) -> Tensor:
+    """The first ``k`` columns of a stable descending sort (ties by ascending id), via ``topk``.
+
+    Same result as ``torch.sort(scores, descending=True, stable=True).indices[:, :k]`` (the order of
+    :func:`evaluate`'s top-k lists) at a fraction of the cost: ``topk`` picks ``k + 1`` columns;
+    rows where the ``k``-th and ``(k+1)``-th values tie (rare) fall back to the full stable sort, the
+    others are put in stable order among their ``k`` columns.
+    """
+    n_cols = scores.shape[1]
+    if k + 1 >= n_cols:
+        return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    vals, idx = scores.topk(k + 1, dim=1, sorted=True)
+    # stable order inside the selection: ascending id first, then a stable sort by descending value
+    by_id = torch.sort(idx[:, :k], dim=1).indices
+    idx_k = idx[:, :k].gather(1, by_id)
+    vals_k = vals[:, :k].gather(1, by_id)
+    order = torch.sort(vals_k, dim=1, descending=True, stable=True).indices
+    out = idx_k.gather(1, order)
+    tie = vals[:, k - 1] == vals[:, k]
+    if bool(tie.any()):
+        out[tie] = torch.sort(scores[tie], dim=1, descending=True, stable=True).indices[:, :k]
+    return out
+
+
 def evaluate(
     model_or_scorer: Scorer,
     inputs: Sequence[Any],
@@ -219,7 +243,7 @@ def evaluate(
             ranks[batch.users] = (ahead & ~excluded).sum(dim=1).cpu().numpy()
 
             masked = s.masked_fill(excluded, float("-inf"))
-            top = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :kmax]
+            top = _top_k_stable(masked, kmax)
             top_ok = ~excluded.gather(1, top)
             for kk in ks:
                 covered[kk][top[:, :kk][top_ok[:, :kk]]] = True

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from seqsae_lib.activations import ActivationStore
 from seqsae_lib.batching import check_sequences, iter_eval_batches
 from seqsae_lib.concepts import Concept, concept_steering, get_concept
-from seqsae_lib.evaluation import EvalResult, evaluate
+from seqsae_lib.evaluation import EvalResult, _top_k_stable, evaluate
 from seqsae_lib.features import LatentCodes
 from seqsae_lib.metrics import ndcg_at_k
 from seqsae_lib.sae import SparseAutoencoder
@@ -178,30 +178,6 @@ class SteeringDetails:
     """``(n_users, k)`` unsteered top-k lists."""
     target_weight: np.ndarray
     """``(n_users,)`` concept weight of each user's held-out item."""
-
-
-def _top_k_stable(scores: Tensor, k: int) -> Tensor:
-    """The first ``k`` columns of a stable descending sort (ties by ascending id), via ``topk``.
-
-    Same result as ``torch.sort(scores, descending=True, stable=True).indices[:, :k]`` (the order used by
-    :func:`~seqsae_lib.evaluation.evaluate`) at a fraction of the cost: ``topk`` picks ``k + 1`` columns;
-    rows where the ``k``-th and ``(k+1)``-th values tie (rare) fall back to the full stable sort, the
-    others are put in stable order among their ``k`` columns.
-    """
-    n_cols = scores.shape[1]
-    if k + 1 >= n_cols:
-        return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    vals, idx = scores.topk(k + 1, dim=1, sorted=True)
-    # stable order inside the selection: ascending id first, then a stable sort by descending value
-    by_id = torch.sort(idx[:, :k], dim=1).indices
-    idx_k = idx[:, :k].gather(1, by_id)
-    vals_k = vals[:, :k].gather(1, by_id)
-    order = torch.sort(vals_k, dim=1, descending=True, stable=True).indices
-    out = idx_k.gather(1, order)
-    tie = vals[:, k - 1] == vals[:, k]
-    if bool(tie.any()):
-        out[tie] = torch.sort(scores[tie], dim=1, descending=True, stable=True).indices[:, :k]
-    return out
 
 
 class _RecordingScorer:

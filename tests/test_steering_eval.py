@@ -110,7 +110,7 @@ def test_jaccard_known_answers():
 
 
 def test_fast_top_k_equals_the_stable_sort_of_evaluate():
-    from seqsae_lib.steering_eval import _top_k_stable
+    from seqsae_lib.evaluation import _top_k_stable
 
     gen = torch.Generator().manual_seed(0)
     for scores in (
