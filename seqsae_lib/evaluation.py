@@ -107,7 +107,6 @@ def _right_pad(seqs: list[np.ndarray]) -> Tensor:
     return torch.from_numpy(out)
 
 
-@torch.no_grad()
 def _top_k_stable(scores: Tensor, k: int) -> Tensor:
     """The first ``k`` columns of a stable descending sort (ties by ascending id), via ``topk``.
 
@@ -132,6 +131,7 @@ def _top_k_stable(scores: Tensor, k: int) -> Tensor:
     return out
 
 
+@torch.no_grad()
 def evaluate(
     model_or_scorer: Scorer,
     inputs: Sequence[Any],

@@ -110,6 +110,12 @@ def test_chapter_structure(chapter):
     assert len(params) == 1, f"{chapter}: expected one parameters cell, found {len(params)}"
     names = set(re.findall(r"^([A-Z_]+)\s*=", "".join(params[0]["source"]), re.M))
     assert {"DATASET", "SEED", "THREADS"} <= names, f"{chapter}: parameters cell has {sorted(names)}"
+    for i, cell in enumerate(cells):
+        images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        hidden = "hide-cell" in cell.get("metadata", {}).get("tags", [])  # solutions may draw uncaptioned
+        if images and not hidden:
+            caption = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption")
+            assert caption, f"{chapter}: cell {i} draws a figure without a caption"
     text = ["".join(c["source"]) for c in cells]
     summary = next(i for i, t in enumerate(text) if "## Summary" in t)
     assert any("## Exercises" in t for t in text[summary:]), chapter

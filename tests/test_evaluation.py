@@ -120,3 +120,20 @@ def test_errors():
         evaluate(scorer, [[1], [2]], [3], num_items=6)
     with pytest.raises(ValueError, match="k must be"):
         evaluate(scorer, [[1]], [2], num_items=6, k=0)
+
+
+def test_scorers_with_parameters_run_without_autograd():
+    """evaluate() runs under no_grad: a scorer whose scores would carry gradients (a spliced model in
+    chapter 3) is scored and ranked the same way, and no graph is kept."""
+
+    class Learned(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.arange(6, dtype=torch.float32))
+
+        def scores(self, ids):
+            assert not torch.is_grad_enabled()
+            return self.w.expand(ids.shape[0], 6) * 1.0
+
+    result = evaluate(Learned(), [[1], [2]], [5, 4], num_items=5, k=(1,))
+    assert result.ranks.tolist() == [0, 1]  # item 5 scores highest; user 2 has 5 ahead of 4
