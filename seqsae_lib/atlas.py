@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from seqsae_lib.activations import ActivationStore
 from seqsae_lib.features import (
-    LatentCodes, decade_profile, driving_items, feature_stats, genre_profile, latent_activations, popularity_profile,
-    promoted_items, top_contexts, user_profile,
+    LatentCodes, decade_profile, driving_items, feature_stats, genre_profile, latent_activations,
+    latent_item_effects, popularity_profile, rank_item_effects, top_contexts, user_profile,
 )
 from seqsae_lib.labels import DEAD, NO_PROFILE, auto_label
 from seqsae_lib.monosemanticity import genre_matrices, monosemanticity_scores
@@ -137,11 +137,12 @@ class FeatureAtlas:
         empty = pd.DataFrame()
         contexts = top_contexts(self.codes, self.store, self.seq_data, j, n=n, one_per_user=True) if fires else empty
         driving = driving_items(self.codes, self.store, self.seq_data, j, n=n) if fires else empty
-        common = dict(seq_data=self.seq_data, sequences=self.card_options.get("sequences"),
-                      alpha=float(self.stats.loc[j, "q90"]) if fires else 1.0,
-                      n_states=self.card_options.get("n_states", 64))
-        promoted = promoted_items(self.model, self.sae, self.capture_point, j, n=n, **common)
-        suppressed = promoted_items(self.model, self.sae, self.capture_point, j, n=n, bottom=True, **common)
+        # One computation of the item effects (finite differences at inner points), ranked at both ends.
+        effects, method = latent_item_effects(
+            self.model, self.sae, self.capture_point, j, sequences=self.card_options.get("sequences"),
+            alpha=float(self.stats.loc[j, "q90"]) if fires else 1.0, n_states=self.card_options.get("n_states", 64))
+        promoted = rank_item_effects(effects, method, n, seq_data=self.seq_data)
+        suppressed = rank_item_effects(effects, method, n, bottom=True, seq_data=self.seq_data)
         return FeatureCard(
             latent=j, label=str(lab["label"]), confidence=float(lab["confidence"]), evidence=str(lab["evidence"]),
             stats=self.stats.loc[j], activations=column[column > 0], contexts=contexts, driving=driving,

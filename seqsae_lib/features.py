@@ -71,6 +71,8 @@ __all__ = [
     "top_contexts",
     "driving_items",
     "promoted_items",
+    "latent_item_effects",
+    "rank_item_effects",
     "category_profile",
     "genre_profile",
     "decade_profile",
@@ -822,6 +824,35 @@ def promoted_items(
         Unknown capture point, mismatched widths, missing ``sequences`` at an inner capture point,
         non-positive ``alpha``.
     """
+    scores, method = latent_item_effects(model, sae, capture_point, latent, sequences=sequences, alpha=alpha,
+                                         n_states=n_states, seed=seed)
+    return rank_item_effects(scores, method, n, bottom=bottom, seq_data=seq_data, num_items=model.num_items)
+
+
+@torch.no_grad()
+def latent_item_effects(
+    model: nn.Module,
+    sae: SparseAutoencoder,
+    capture_point: str,
+    latent: int,
+    *,
+    sequences: Sequence[Any] | None = None,
+    alpha: float = 1.0,
+    n_states: int = 256,
+    seed: int = 0,
+) -> tuple[np.ndarray, str]:
+    """Every item's score change per unit of a latent's activation: the numbers :func:`promoted_items` ranks.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb). See :func:`promoted_items` for the exact
+    (``"final"``) and finite-difference (inner capture points) methods and the parameters. Compute once
+    and rank both ends with :func:`rank_item_effects` (a feature card shows the top and the bottom).
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        ``(num_items,)`` float64 effects (item ``i`` at index ``i - 1``) and ``"exact"`` or
+        ``"finite-difference"``.
+    """
     if not isinstance(sae, SparseAutoencoder):
         raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     if not callable(getattr(model, "hook_point", None)) or not hasattr(model, "item_emb"):
@@ -868,12 +899,31 @@ def promoted_items(
                 model.train()
         scores = total / len(chosen)
         method = "finite-difference"
-    scores = scores.double().cpu().numpy()[1:]  # drop the padding column
+    return scores.double().cpu().numpy()[1:], method  # drop the padding column
+
+
+def rank_item_effects(
+    scores: np.ndarray,
+    method: str,
+    n: int = 10,
+    *,
+    bottom: bool = False,
+    seq_data: SequenceData | None = None,
+    num_items: int | None = None,
+) -> pd.DataFrame:
+    """The ``n`` items with the largest (or, with ``bottom``, smallest) effect, as :func:`promoted_items` returns them.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb); ``scores`` and ``method`` come from
+    :func:`latent_item_effects`. Ties are broken by ascending item id.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if num_items is not None and len(scores) != num_items:
+        raise ValueError(f"expected {num_items} item effects, got {len(scores)}")
     order = np.argsort(scores if bottom else -scores, kind="stable")[:n]
     items = order + 1
     frame = pd.DataFrame({"item": items, "score": scores[order]})
     if seq_data is not None:
-        if not isinstance(seq_data, SequenceData) or seq_data.num_items != model.num_items:
+        if not isinstance(seq_data, SequenceData) or seq_data.num_items != len(scores):
             raise ValueError("seq_data must be the SequenceData the model was trained on (same number of items)")
         frame.insert(1, "title", _titles(seq_data, items))
     frame.attrs["method"] = method

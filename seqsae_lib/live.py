@@ -125,6 +125,14 @@ class LiveSteering:
         """The concept sliders, in order."""
         return list(self.concept_latents)
 
+    @property
+    def user_ids(self) -> list[int]:
+        """The original (MovieLens) user ids, in internal index order.
+
+        Introduced in chapter 5 (chapters/05_steering.ipynb); the steering widget's id box reads its range.
+        """
+        return list(self._user_ids)
+
     def user_index(self, user_id: Any) -> int:
         """Internal index of an original (MovieLens) user id.
 

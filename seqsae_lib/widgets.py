@@ -239,7 +239,7 @@ def steering_widget(
     widgets = require_ipywidgets()
     import html
 
-    user_box = widgets.BoundedIntText(description="User id", min=min(live._user_ids), max=max(live._user_ids))
+    user_box = widgets.BoundedIntText(description="User id", min=min(live.user_ids), max=max(live.user_ids))
     concept_sliders = {name: widgets.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=0.25,
                                                  description=name, continuous_update=True,
                                                  style={"description_width": "9em"},

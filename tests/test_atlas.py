@@ -159,3 +159,30 @@ def test_tradeoff_plot_draws_any_list_metric(tiny_atlas):
     with pytest.raises(ValueError, match="unknown metric"):
         sl.plot_steering_tradeoff({"SAE": table}, metric="nonsense")
     plt.close("all")
+
+
+def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_split, train_tiny_sasrec, monkeypatch):
+    import seqsae_lib.atlas as atlas_module
+
+    model = train_tiny_sasrec(tiny_split, epochs=2)
+    store = sl.collect_activations(model, tiny_split.train, "block_0", next_items=tiny_split.valid_targets,
+                                   progress=False)
+    sae, _ = sl.train_sae(store.acts, sl.SAEConfig(d_in=store.d_model, d_sae=16, k=2, seed=0),
+                          sl.SAETrainConfig(num_epochs=1, batch_size=128, progress=False, num_threads=1))
+    atlas = sl.build_atlas(model, sae.eval(), store, tiny_seq, sequences=tiny_split.train, n_states=16,
+                           progress=False)
+    calls = []
+    real = atlas_module.latent_item_effects
+    monkeypatch.setattr(atlas_module, "latent_item_effects", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    j = int(atlas.stats["n_fires"].idxmax())
+    card = atlas.card(j, n=4)
+    assert len(calls) == 1  # the finite differences run once for both ends
+    options = dict(seq_data=tiny_seq, sequences=tiny_split.train, n_states=16,
+                   alpha=float(atlas.stats.loc[j, "q90"]))
+    top = sl.promoted_items(model, sae, "block_0", j, n=4, **options)
+    low = sl.promoted_items(model, sae, "block_0", j, n=4, bottom=True, **options)
+    assert card.promoted["item"].tolist() == top["item"].tolist()
+    assert card.suppressed["item"].tolist() == low["item"].tolist()
+    assert card.promoted.attrs["method"] == "finite-difference"
+    with pytest.raises(ValueError, match="item effects"):
+        sl.features.rank_item_effects(np.zeros(3), "exact", num_items=5)
