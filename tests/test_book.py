@@ -126,3 +126,16 @@ def test_chapter_structure(chapter):
         if follow["cell_type"] == "code":
             assert "hide-cell" in follow.get("metadata", {}).get("tags", []), f"{chapter}: solution cell {i + 1} shown"
             assert follow.get("outputs") or follow.get("execution_count"), f"{chapter}: solution cell {i + 1} not executed"
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_launch_and_download_buttons_point_at_the_notebook(html_dir, chapter):
+    text = (html_dir / f"{chapter}.html").read_text(encoding="utf-8")
+    config = (REPO / "_config.yml").read_text()
+    repo = re.search(r"^\s*url:\s*https://github\.com/(\S+)\s*$", config, re.M).group(1)
+    branch = re.search(r"^\s*branch:\s*(\S+)\s*$", config, re.M).group(1)
+    assert f'href="https://colab.research.google.com/github/{repo}/blob/{branch}/{chapter}.ipynb"' in text
+    assert f'href="https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=tree/{chapter}.ipynb"' in text
+    name = chapter.split("/")[-1]
+    assert f'_sources/chapters/{name}.ipynb"' in text  # the download button
+    assert (REPO / "binder" / "postBuild").is_file()
