@@ -139,3 +139,14 @@ def test_launch_and_download_buttons_point_at_the_notebook(html_dir, chapter):
     name = chapter.split("/")[-1]
     assert f'_sources/chapters/{name}.ipynb"' in text  # the download button
     assert (REPO / "binder" / "postBuild").is_file()
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_plotting_boilerplate_is_folded(chapter):
+    """Cells that build a matplotlib figure by hand are folded (hide-input); one-line library plots stay visible."""
+    nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
+    for i, cell in enumerate(nb["cells"]):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "plt.subplots" in source:
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            assert tags & {"hide-input", "hide-cell", "remove-input"}, f"{chapter}: cell {i} shows plotting boilerplate"
