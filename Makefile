@@ -7,6 +7,13 @@ BIN := $(VENV)/bin
 #   make book TORCH_PIP_ARGS="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?= torch==2.13.0
 BOOK_FLAGS ?= -W -n --keep-going
+# `make test THREADS=1` runs every test and chapter with that many torch threads (SEQSAE_THREADS overrides
+# the chapters' THREADS parameter); `ATEN_CPU_CAPABILITY=default make test` forces torch's plain kernels,
+# which reproduces the last-digit differences of another CPU on this one.
+THREADS ?=
+ifneq ($(strip $(THREADS)),)
+export SEQSAE_THREADS := $(THREADS)
+endif
 
 .PHONY: setup test book bench retrain clean-book
 

@@ -6,12 +6,19 @@ trained reproducibly on a small CPU.
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["set_seed", "set_threads", "resolve_device"]
+__all__ = ["THREADS_ENV_VAR", "set_seed", "set_threads", "resolve_device"]
+
+THREADS_ENV_VAR = "SEQSAE_THREADS"
+"""Environment variable that, when set, overrides every thread count passed to :func:`set_threads`.
+
+``make test THREADS=1`` sets it so that every chapter and test runs on one thread without editing them.
+"""
 
 
 def set_seed(seed: int) -> None:
@@ -50,7 +57,9 @@ def set_threads(n: int | None) -> int:
     Parameters
     ----------
     n : int or None
-        Number of threads (>= 1). ``None`` leaves PyTorch's default unchanged.
+        Number of threads (>= 1). ``None`` leaves PyTorch's default unchanged. When the environment
+        variable ``SEQSAE_THREADS`` is set, its value is used instead (every training routine of the
+        library sets its threads through this function).
 
     Returns
     -------
@@ -60,8 +69,13 @@ def set_threads(n: int | None) -> int:
     Raises
     ------
     ValueError
-        If ``n`` is not ``None`` and smaller than 1.
+        If ``n`` is not ``None`` and smaller than 1, or ``SEQSAE_THREADS`` is not a positive integer.
     """
+    override = os.environ.get(THREADS_ENV_VAR, "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"environment variable {THREADS_ENV_VAR}={override!r}: expected an integer >= 1")
+        n = int(override)
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_threads must be None or an int >= 1, got {n!r}")
