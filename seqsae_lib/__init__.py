@@ -10,6 +10,7 @@ from seqsae_lib.movielens import PlantedTopics, RatingsData, load_movielens
 from seqsae_lib.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
 from seqsae_lib.synthetic import make_synthetic
 from seqsae_lib.runtime import resolve_device, set_seed, set_threads
+from seqsae_lib.reporting import KeyFigureMismatchError, key_figures
 from seqsae_lib.batching import NextItemDataset, left_pad, make_train_loader
 from seqsae_lib.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
 from seqsae_lib.capture import Recording, intervene, record

@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The chapters run under nbval in kernels started by this pytest process: they inherit this variable, so
+# every ``sl.key_figures(...)`` call compares its figures with their measured tolerances (seqsae_lib.reporting).
+os.environ.setdefault("SEQSAE_KEY_FIGURES_CHECK", str(REPO / "chapters" / "key_figures.json"))
+
 
 def shared_data_dir() -> Path | None:
     """The folder holding ml-100k/ (and ml-1m/): $SEQSAE_DATA, else ../shared/data beside the repo."""
