@@ -127,3 +127,14 @@ def test_pretrained_folder_can_be_redirected(recipe_split, tmp_path, monkeypatch
     assert model.num_items == recipe_split.num_items
     monkeypatch.setenv(PRETRAINED_ENV_VAR, "")
     assert pretrained_stem("sasrec_ml100k") == PRETRAINED_DIR / "sasrec_ml100k"
+
+
+def test_recipe_registry_picks_each_data_sets_recipe():
+    from seqsae_lib.pretrained import SASREC_RECIPES, sasrec_recipe
+
+    assert sasrec_recipe("ml-100k") is SASREC_ML100K
+    for dataset, recipe in SASREC_RECIPES.items():
+        assert recipe.dataset == dataset
+    assert len({recipe.name for recipe in SASREC_RECIPES.values()}) == len(SASREC_RECIPES)
+    with pytest.raises(KeyError, match="no SASRec recipe for data set 'synthetic'"):
+        sasrec_recipe("synthetic")
