@@ -5,7 +5,10 @@ data -> model -> activations -> SAE -> interpretation -> steering -> plots/widge
 uses is importable from the top level (``import seqsae_lib as sl``).
 """
 
-from seqsae_lib.sources import DATASETS, DataSource, DataSourceError, DatasetSpec, resolve_source
+from seqsae_lib.sources import (
+    DATASETS, SUBSETS, DataSource, DataSourceError, DatasetSpec, SubsetSource, SubsetSpec, resolve_source,
+    resolve_subset_source,
+)
 from seqsae_lib.movielens import PlantedTopics, RatingsData, load_movielens
 from seqsae_lib.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
 from seqsae_lib.synthetic import make_synthetic

@@ -7,11 +7,17 @@ line-by-line scan finds the first bad line so the error can name the file and th
 Counts are checked against GroupLens' releases (an incomplete ratings file is an error), the files'
 encoding is checked (GroupLens' titles are latin-1), and where the sha256 of a file is known it is
 checked last, so a modified copy never passes silently.
+
+``"ml-1m-u2999"``, "MovieLens-1M, users 1–2,999 (487,650 ratings)", is read by :func:`read_ml1m_subset`
+either from its own file (the first 487,650 lines of ML-1M's ``ratings.dat``) or from the full ML-1M
+filtered to users <= 2,999; both are checked against the subset's own counts and the sha256 of its text.
+Its results are never ML-1M results.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -22,7 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqsae_lib.sources import DATASETS, DataSource, DataSourceError, resolve_source, sha256_of
+from seqsae_lib.sources import (
+    DATASETS, SUBSETS, DataSource, DataSourceError, SubsetSource, SubsetSpec, resolve_source, resolve_subset_source,
+    sha256_of,
+)
 
 __all__ = [
     "RatingsData",
@@ -30,15 +39,26 @@ __all__ = [
     "load_movielens",
     "read_ml100k",
     "read_ml1m",
+    "read_ml1m_subset",
     "parse_ml1m_ratings",
     "EXPECTED_COUNTS",
+    "DESCRIPTIONS",
 ]
 
 EXPECTED_COUNTS: dict[str, dict[str, int]] = {
     "ml-100k": {"ratings": 100_000, "users": 943, "items": 1_682, "genres": 19},
     "ml-1m": {"ratings": 1_000_209, "users": 6_040, "items": 3_883, "rated_items": 3_706, "genres": 18},
+    "ml-1m-u2999": {"ratings": 487_650, "users": 2_999, "items": 3_883, "rated_items": 3_615, "genres": 18},
 }
-"""Known facts of GroupLens' releases, used to validate a local copy."""
+"""Known facts of GroupLens' releases (and of the subsets in :data:`seqsae_lib.sources.SUBSETS`), used to
+validate a local copy. ``"items"`` counts the catalogue (``movies.dat``), ``"rated_items"`` the movies rated."""
+
+DESCRIPTIONS: dict[str, str] = {
+    "ml-100k": "MovieLens-100K (100,000 ratings)",
+    "ml-1m": "MovieLens-1M (1,000,209 ratings)",
+    **{name: spec.title for name, spec in SUBSETS.items()},
+}
+"""What each data set is called wherever it is shown (:attr:`RatingsData.description`)."""
 
 ML1M_GENRES: tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -81,7 +101,7 @@ class RatingsData:
     """
 
     name: str
-    """Data-set name: ``"ml-100k"``, ``"ml-1m"`` or ``"synthetic"``."""
+    """Data-set name: ``"ml-100k"``, ``"ml-1m"``, ``"ml-1m-u2999"`` or ``"synthetic"``."""
     interactions: pd.DataFrame
     """One row per rating in file order: ``user_id``, ``item_id`` (original ids), ``rating``, ``timestamp``
     (unix seconds)."""
@@ -101,6 +121,9 @@ class RatingsData:
     """Ground truth for synthetic data; ``None`` for MovieLens."""
     info: dict[str, Any] = field(default_factory=dict)
     """Free-form facts (e.g. generator parameters)."""
+    description: str = ""
+    """What the data set is called wherever it is shown, e.g. ``"MovieLens-1M, users 1–2,999 (487,650
+    ratings)"`` (see :data:`DESCRIPTIONS`); empty for synthetic data."""
 
     @property
     def num_ratings(self) -> int:
@@ -348,6 +371,96 @@ def read_ml1m_users(path: Path) -> pd.DataFrame:
     return users.set_index("user_id")[["age", "age_group", "gender", "occupation", "zip_code"]]
 
 
+def read_ml1m_subset(
+    source: SubsetSource, name: str = "ml-1m-u2999", *, verify: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], np.ndarray, pd.DataFrame, tuple[str, ...]]:
+    """Read and validate an ML-1M subset (e.g. users 1–2,999); return interactions, items, genres, users.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    Parameters
+    ----------
+    source
+        From :func:`seqsae_lib.sources.resolve_subset_source`: either the subset's own ratings file
+        (``ratings.dat.gz`` or ``ratings.dat``), or the full ML-1M ``ratings.dat`` (``source.filtered``),
+        which is first validated as ML-1M (:func:`read_ml1m`) and then filtered to the subset's users.
+    name
+        A key of :data:`seqsae_lib.sources.SUBSETS`; its counts are ``EXPECTED_COUNTS[name]``.
+    verify
+        Check the sha256 of ``movies.dat``, ``users.dat`` and of the subset's ratings text (the uncompressed
+        file, or the full file's first lines, which must then be exactly the subset's ratings).
+
+    Returns
+    -------
+    tuple
+        As :func:`read_ml1m`: ratings in file order, the full catalogue of 3,883 movies, the 18 genre
+        names, the movies' multi-hot genres, the subset's users with their demographics, verified files.
+
+    Raises
+    ------
+    DataSourceError
+        Naming the file and what was expected: counts (ratings, users, rated movies), user ids above the
+        subset's, the sha256 of the ratings text, and everything :func:`read_ml1m` checks.
+    """
+    spec = SUBSETS[name]
+    expected = EXPECTED_COUNTS[name]
+    path = source.ratings
+    in_subset: np.ndarray | None = None
+    if source.filtered:
+        full, items, genre_names, multi_hot, users, verified = read_ml1m(source.metadata, verify=verify)
+        in_subset = full["user_id"].to_numpy() <= spec.max_user_id
+        ratings = full[in_subset].reset_index(drop=True)
+        _check_count(path, f"ratings of users 1–{spec.max_user_id:,}", len(ratings), expected["ratings"])
+    else:
+        ratings = parse_ml1m_ratings(path)
+        _check_count(path, "ratings", len(ratings), expected["ratings"])
+        items = read_ml1m_movies(source.metadata / "movies.dat")
+        users = read_ml1m_users(source.metadata / "users.dat")
+        _check_ids(ratings, items.index, users.index, path)
+        above = ratings["user_id"].to_numpy() > spec.max_user_id
+        if above.any():
+            row = int(np.flatnonzero(above)[0])
+            raise DataSourceError(
+                f"{path}, line {row + 1}: user id {ratings['user_id'].iloc[row]} is above {spec.max_user_id:,}; "
+                f"expected only the ratings of users 1–{spec.max_user_id:,} ({spec.title})"
+            )
+        genre_names = ML1M_GENRES
+        multi_hot = np.array([[g in row for g in genre_names] for row in items["genres"]], dtype=np.uint8)
+        verified = ()
+    _check_count(path, "users", int(ratings["user_id"].nunique()), expected["users"])
+    _check_count(path, "rated movies", int(ratings["item_id"].nunique()), expected["rated_items"])
+    users = users[users.index <= spec.max_user_id]
+    if verify:
+        if not source.filtered:
+            verified = _check_sha256(source.metadata, spec.parent)
+        verified = (*verified, _check_subset_sha256(path, spec, len(ratings), in_subset))
+    return ratings, items, genre_names, multi_hot, users, verified
+
+
+def _check_subset_sha256(path: Path, spec: SubsetSpec, n_lines: int, in_subset: np.ndarray | None) -> str:
+    """Check the sha256 of the subset's ratings text: the whole (uncompressed) file, or the first
+    ``n_lines`` lines of the full file, which must be exactly the rows ``in_subset``. Returns the file name."""
+    raw = _read_bytes(path)
+    if in_subset is None:
+        text, which = raw, ("the uncompressed text" if path.suffix == ".gz" else "the text")
+    else:
+        if not in_subset[:n_lines].all():
+            raise DataSourceError(
+                f"{path}: the ratings of users 1–{spec.max_user_id:,} are not the file's first {n_lines:,} lines; "
+                "expected GroupLens' order (sorted by user id). The file was modified."
+            )
+        newlines = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0x0A)
+        end = int(newlines[n_lines - 1]) + 1 if len(newlines) >= n_lines else len(raw)
+        text, which = memoryview(raw)[:end], f"the first {n_lines:,} lines (users 1–{spec.max_user_id:,})"
+    got = hashlib.sha256(text).hexdigest()
+    if got != spec.ratings_sha256:
+        raise DataSourceError(
+            f"{path}: sha256 of {which} is {got[:16]}…, expected {spec.ratings_sha256[:16]}… "
+            f"({spec.title}); the file was modified. Use an unmodified copy, or pass verify=False to read it anyway."
+        )
+    return path.name
+
+
 def _check_ids(ratings: pd.DataFrame, item_ids: pd.Index, user_ids: pd.Index, path: Path) -> None:
     for col, known, what in (("item_id", item_ids, "movie"), ("user_id", user_ids, "user")):
         unknown = ~ratings[col].isin(known)
@@ -377,11 +490,19 @@ def load_movielens(
     Parameters
     ----------
     name
-        ``"ml-100k"`` (what the book executes) or ``"ml-1m"``.
+        ``"ml-100k"`` (what the book executes), ``"ml-1m"``, or ``"ml-1m-u2999"``: "MovieLens-1M, users
+        1–2,999 (487,650 ratings)", every rating of ML-1M's users 1 to 2,999, a data set in its own right
+        whose results are never ML-1M results.
     data_dir, cache_dir, download
-        Where to look; see :func:`seqsae_lib.sources.resolve_source` for the resolution order.
+        Where to look; see :func:`seqsae_lib.sources.resolve_source` for the resolution order:
+        ``data_dir``, then ``$SEQSAE_DATA``, then the cache, then a download. For ``"ml-1m-u2999"`` see
+        :func:`seqsae_lib.sources.resolve_subset_source`: in each place its own file
+        (``ml-1m-first2999users/ratings.dat.gz`` or ``ratings.dat``, with ``ml-1m/movies.dat``,
+        ``users.dat``) is preferred, else the full ML-1M is read and filtered to users <= 2,999; a download
+        fetches the full ``ml-1m.zip``.
     verify
-        Check each file's sha256 against GroupLens' release where it is known.
+        Check each file's sha256 against GroupLens' release where it is known (for ``"ml-1m-u2999"``,
+        also the sha256 of its ratings text).
 
     Raises
     ------
@@ -389,6 +510,19 @@ def load_movielens(
         Naming the file and what was expected: missing files, wrong checksums, incomplete files,
         unparseable lines (with their number), wrong encoding, ids missing from the metadata files.
     """
+    if name in SUBSETS:
+        subset = resolve_subset_source(name, data_dir, cache_dir=cache_dir, download=download)
+        ratings, items, genre_names, multi_hot, users, verified = read_ml1m_subset(subset, name, verify=verify)
+        return RatingsData(
+            name=name,
+            interactions=ratings,
+            items=items,
+            genre_names=genre_names,
+            item_genres=multi_hot,
+            users=users,
+            source=subset.data_source(SUBSETS[name], verified),
+            description=DESCRIPTIONS[name],
+        )
     source = resolve_source(name, data_dir, cache_dir=cache_dir, download=download)
     reader = read_ml100k if name == "ml-100k" else read_ml1m
     ratings, items, genre_names, multi_hot, users, verified = reader(source.path, verify=verify)
@@ -400,4 +534,5 @@ def load_movielens(
         item_genres=multi_hot,
         users=users,
         source=DataSource(source.kind, source.path, verified),
+        description=DESCRIPTIONS.get(name, name),
     )

@@ -15,6 +15,18 @@ Resolution order for a data set such as ``"ml-100k"``:
 A download goes to a temporary file that only replaces the cache entry once its checksum matches, and the
 archive is extracted into a temporary folder that is renamed into place when complete, so an interrupted or
 corrupt download never leaves a half-written data set behind.
+
+Subsets (:data:`SUBSETS`) are named parts of a release, not archives of their own. ``"ml-1m-u2999"``,
+"MovieLens-1M, users 1–2,999 (487,650 ratings)", is every rating of ML-1M's users 1 to 2,999: the first
+487,650 lines of ML-1M's ``ratings.dat``. :func:`resolve_subset_source` searches the same four places in the
+same order; in each place it takes the first of
+
+(a) the subset's own file, ``ml-1m-first2999users/ratings.dat.gz`` or ``ml-1m-first2999users/ratings.dat``,
+    with ``movies.dat`` and ``users.dat`` from ``ml-1m/`` beside that folder;
+(b) the complete ML-1M folder ``ml-1m/`` (``ratings.dat``, ``movies.dat``, ``users.dat``), whose ratings are
+    filtered to users <= 2,999 when read.
+
+The download step fetches and md5-checks the full ``ml-1m.zip``, exactly as for ``"ml-1m"``, and filters it.
 """
 
 from __future__ import annotations
@@ -34,9 +46,13 @@ __all__ = [
     "DataSource",
     "DataSourceError",
     "DATASETS",
+    "SubsetSpec",
+    "SubsetSource",
+    "SUBSETS",
     "default_cache_dir",
     "fetch_archive",
     "resolve_source",
+    "resolve_subset_source",
     "sha256_of",
 ]
 
@@ -106,6 +122,49 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 @dataclass(frozen=True)
+class SubsetSpec:
+    """A named part of a GroupLens release: the ratings of users ``1..max_user_id``, a prefix of its file.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    GroupLens' ``ratings.dat`` is sorted by user id, so the ratings of users ``1..max_user_id`` are its
+    first lines: the subset can be read from a file holding exactly those lines, or from the full release
+    filtered by user id. Both give the same ratings, checked against :attr:`ratings_sha256`.
+    """
+
+    name: str
+    """Data-set key, e.g. ``"ml-1m-u2999"``."""
+    title: str
+    """What the data set is called wherever it is shown, e.g. ``"MovieLens-1M, users 1–2,999 (487,650 ratings)"``.
+    Its results are never results of the full release."""
+    parent: str
+    """Key of the full release in :data:`DATASETS`, e.g. ``"ml-1m"``."""
+    folder: str
+    """Folder name of the subset's own ratings file in GroupLens' layout, e.g. ``"ml-1m-first2999users"``."""
+    max_user_id: int
+    """The subset keeps the ratings of users ``1..max_user_id``."""
+    ratings_sha256: str
+    """sha256 of the subset's uncompressed ratings text (the full file's first lines, byte for byte)."""
+    ratings_files: tuple[str, ...] = ("ratings.dat.gz", "ratings.dat")
+    """Accepted names of the subset's own ratings file inside :attr:`folder`, in order of preference."""
+    metadata_files: tuple[str, ...] = ("movies.dat", "users.dat")
+    """Files read from the parent's folder (``ml-1m/``) beside :attr:`folder`."""
+
+
+SUBSETS: dict[str, SubsetSpec] = {
+    "ml-1m-u2999": SubsetSpec(
+        name="ml-1m-u2999",
+        title="MovieLens-1M, users 1–2,999 (487,650 ratings)",
+        parent="ml-1m",
+        folder="ml-1m-first2999users",
+        max_user_id=2_999,
+        ratings_sha256="1273c4edfe3c0ff9e3a0a0d55819faeb947da0ad7df3927333b51ebefbeedc3d",
+    ),
+}
+"""Named subsets of the releases in :data:`DATASETS`, keyed by name."""
+
+
+@dataclass(frozen=True)
 class DataSource:
     """Where a loaded data set came from.
 
@@ -119,14 +178,17 @@ class DataSource:
     """The data-set folder that was read (``None`` for synthetic data)."""
     verified: tuple[str, ...] = ()
     """Files whose sha256 matched GroupLens' release byte for byte."""
+    detail: str = ""
+    """What was done to the files on reading, e.g. ``"filtered to users 1–2,999"``; empty if nothing."""
 
     def describe(self) -> str:
         """One line for a reader: where the data came from, without machine-specific paths."""
         if self.kind == "synthetic":
             return "synthetic data generated in memory"
         where = self.path.name if self.path is not None else "?"
+        detail = f", {self.detail}" if self.detail else ""
         ok = f", {len(self.verified)} files checksum-verified" if self.verified else ""
-        return f"{where} from the {self.kind}{ok}"
+        return f"{where} from the {self.kind}{detail}{ok}"
 
 
 def default_cache_dir() -> Path:
@@ -256,7 +318,10 @@ def resolve_source(
     """
     if spec is None:
         if name not in DATASETS:
-            raise DataSourceError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+            raise DataSourceError(
+                f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}"
+                + (f" (and the subsets {', '.join(sorted(SUBSETS))}: see resolve_subset_source)" if SUBSETS else "")
+            )
         spec = DATASETS[name]
     if data_dir is not None:
         folder = _candidate(Path(data_dir).expanduser(), spec)
@@ -278,3 +343,132 @@ def resolve_source(
             f"cache {cache}) and download=False"
         )
     return DataSource("download", fetch_archive(spec, cache, progressbar=True).resolve())
+
+
+@dataclass(frozen=True)
+class SubsetSource:
+    """Where the files of a subset (see :class:`SubsetSpec`) were found.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    """
+
+    kind: str
+    """How the files were found: ``"argument"``, ``"environment"``, ``"cache"`` or ``"download"``."""
+    ratings: Path
+    """The ratings file to read: the subset's own file, or the full release's ``ratings.dat``."""
+    metadata: Path
+    """The folder holding the release's ``movies.dat`` and ``users.dat``."""
+    filtered: bool
+    """``True`` when :attr:`ratings` is the full release's file, filtered by user id on reading."""
+
+    def data_source(self, spec: SubsetSpec, verified: tuple[str, ...] = ()) -> DataSource:
+        """The :class:`DataSource` a loaded data set reports: the ratings' folder and how it was read."""
+        detail = f"filtered to users 1–{spec.max_user_id:,}" if self.filtered else ""
+        return DataSource(self.kind, self.ratings.parent, verified, detail)
+
+
+def _find_subset(base: Path, spec: SubsetSpec, parent: DatasetSpec, kind: str) -> SubsetSource | None:
+    """The subset's files under ``base`` (option (a) of the module docstring, else (b)), or ``None``."""
+    own = base if base.name == spec.folder else base / spec.folder
+    metadata = own.parent / parent.name
+    for fname in spec.ratings_files:
+        if (own / fname).is_file() and all((metadata / f).is_file() for f in spec.metadata_files):
+            return SubsetSource(kind, (own / fname).resolve(), metadata.resolve(), filtered=False)
+    if base.name == spec.folder:
+        return None
+    full = _candidate(base, parent)
+    if _has_all(full, parent):
+        return SubsetSource(kind, (full / "ratings.dat").resolve(), full.resolve(), filtered=True)
+    return None
+
+
+def _subset_missing_message(base: Path, spec: SubsetSpec, parent: DatasetSpec, how: str) -> str:
+    own = base if base.name == spec.folder else base / spec.folder
+    metadata = own.parent / parent.name
+    found = [own / f for f in spec.ratings_files if (own / f).is_file()]
+    if found:
+        missing = [f for f in spec.metadata_files if not (metadata / f).is_file()]
+        return (
+            f"{spec.name}: {how} points at {base}; it holds {found[0]}, but {metadata} lacks "
+            f"{', '.join(missing)} (expected GroupLens' layout: {parent.name}/{', '.join(spec.metadata_files)} "
+            f"beside {spec.folder}/)"
+        )
+    return (
+        f"{spec.name}: {how} points at {base}, but it holds neither the subset's own file "
+        f"({spec.folder}/{' or '.join(spec.ratings_files)}, with {parent.name}/{', '.join(spec.metadata_files)}) "
+        f"nor the full release ({parent.name}/{', '.join(parent.required_files)})"
+    )
+
+
+def resolve_subset_source(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    parent_spec: DatasetSpec | None = None,
+) -> SubsetSource:
+    """Find the files of subset ``name`` (e.g. ``"ml-1m-u2999"``), downloading its full release if need be.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    Resolution order, as for :func:`resolve_source`: ``data_dir``, then ``$SEQSAE_DATA``, then the cache,
+    then a download. In each of the first three places, the subset's own file is preferred, else the full
+    release is used and filtered:
+
+    (a) ``ml-1m-first2999users/ratings.dat.gz``, else ``ml-1m-first2999users/ratings.dat``, with
+        ``ml-1m/movies.dat`` and ``ml-1m/users.dat`` beside that folder;
+    (b) ``ml-1m/ratings.dat``, ``movies.dat``, ``users.dat`` (the complete ML-1M), filtered to users <= 2,999.
+
+    The download fetches the full ``ml-1m.zip`` with its md5 check (:func:`fetch_archive`), as
+    ``"ml-1m"`` does, and the ratings are filtered when read.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`SUBSETS`.
+    data_dir
+        An explicit folder: one in GroupLens' layout (holding ``ml-1m-first2999users/`` and ``ml-1m/``, or
+        only a complete ``ml-1m/``), the ``ml-1m-first2999users`` folder itself, or a complete ``ml-1m``
+        folder itself. Takes precedence.
+    cache_dir
+        Download cache; defaults to :func:`default_cache_dir`.
+    download
+        If ``False``, never touch the network: raise if no local copy is found.
+    parent_spec
+        Override the full release's registry entry (tests use it to point at a local HTTP server).
+
+    Raises
+    ------
+    DataSourceError
+        For an unknown name; naming every place that was searched when nothing is found; or saying what
+        is missing in a folder the caller or the environment named explicitly.
+    """
+    if name not in SUBSETS:
+        raise DataSourceError(f"unknown subset {name!r}; known: {', '.join(sorted(SUBSETS))}")
+    spec = SUBSETS[name]
+    parent = parent_spec if parent_spec is not None else DATASETS[spec.parent]
+    if data_dir is not None:
+        base = Path(data_dir).expanduser()
+        found = _find_subset(base, spec, parent, "argument")
+        if found is None:
+            raise DataSourceError(_subset_missing_message(base, spec, parent, "data_dir"))
+        return found
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        base = Path(env).expanduser()
+        found = _find_subset(base, spec, parent, "environment")
+        if found is None:
+            raise DataSourceError(_subset_missing_message(base, spec, parent, f"${DATA_ENV_VAR}"))
+        return found
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    found = _find_subset(cache, spec, parent, "cache")
+    if found is not None:
+        return found
+    if not download:
+        raise DataSourceError(
+            f"{spec.name}: no local copy found (no data_dir given, ${DATA_ENV_VAR} unset, neither "
+            f"{spec.folder}/ nor {parent.name}/ in the cache {cache}) and download=False"
+        )
+    folder = fetch_archive(parent, cache, progressbar=True).resolve()
+    return SubsetSource("download", folder / "ratings.dat", folder, filtered=True)

@@ -91,6 +91,11 @@ class TrainConfig:
     is 200 columns wide while half of its cells are padding. ``1`` disables
     it; ignored when ``naive``."""
 
+    time_budget: float | None = None
+    """Wall-clock seconds for the whole run: training stops after the first epoch that ends later than
+    this after it began (that epoch is validated, so the best weights are still restored). ``None``: no
+    limit. Meant for time-boxed searches; a stop is recorded in :attr:`History.out_of_time`."""
+
     progress: bool = True
     """Show a tqdm progress bar over epochs."""
 
@@ -118,6 +123,8 @@ class TrainConfig:
             )
         if self.max_len is not None and (not isinstance(self.max_len, int) or self.max_len < 1):
             raise ValueError(f"TrainConfig.max_len must be None or an int >= 1, got {self.max_len!r}")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"TrainConfig.time_budget must be None or a positive number, got {self.time_budget!r}")
 
 
 @dataclass
@@ -145,6 +152,8 @@ class History:
     """Name of the monitored validation metric."""
     stopped_early: bool = False
     """Whether patience ran out before ``max_epochs``."""
+    out_of_time: bool = False
+    """Whether :attr:`TrainConfig.time_budget` ran out before ``max_epochs`` (and before patience)."""
     config: dict[str, Any] = field(default_factory=dict)
     """The :class:`TrainConfig` used, as a dict."""
 
@@ -279,6 +288,7 @@ def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = N
     best_state: dict[str, Tensor] | None = None
     bad_checks = 0
     bar = tqdm(range(1, cfg.max_epochs + 1), desc="train SASRec", disable=not cfg.progress)
+    start = time.perf_counter()
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -303,7 +313,9 @@ def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = N
 
         val: dict[str, float] | None = None
         improved = False
-        if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
+        last = epoch == cfg.max_epochs or (
+            cfg.time_budget is not None and time.perf_counter() - start > cfg.time_budget)
+        if epoch % cfg.eval_every == 0 or last:
             result = evaluate(
                 model, split.valid_inputs, split.valid_targets, num_items=model.num_items,
                 k=_ks_for(cfg.monitor), filter_seen=cfg.filter_seen,
@@ -329,6 +341,9 @@ def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = N
         bar.set_postfix(postfix)
         if cfg.patience is not None and bad_checks >= cfg.patience:
             history.stopped_early = True
+            break
+        if last and epoch < cfg.max_epochs:
+            history.out_of_time = True
             break
     bar.close()
 

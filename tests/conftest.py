@@ -45,32 +45,78 @@ def ml100k_seq(ml100k):
     return sl.make_sequences(ml100k)
 
 
-@pytest.fixture
-def ml1m_partial_dir(data_dir, tmp_path, monkeypatch):
-    """A folder holding ml-1m/ with the real movies.dat, users.dat and the partial ratings (users 1-2999).
+def _ml1m_u2999_available(folder: Path) -> bool:
+    return (folder / "ml-1m-first2999users" / "ratings.dat.gz").is_file() and all(
+        (folder / "ml-1m" / f).is_file() for f in ("movies.dat", "users.dat")
+    )
 
-    The expected counts are lowered to the partial file's so the whole ML-1M path can run end to end
-    (parsing, id checks, genres, sequencing). Results on it are not ML-1M results.
+
+@pytest.fixture(scope="session")
+def ml1m_u2999(data_dir):
+    """"MovieLens-1M, users 1–2,999 (487,650 ratings)" from the shared prefix file.
+
+    Its results are never ML-1M results.
+    """
+    import seqsae_lib as sl
+
+    if not _ml1m_u2999_available(data_dir):
+        pytest.skip("ml-1m-first2999users/ratings.dat.gz or ml-1m/movies.dat, users.dat not available")
+    return sl.load_movielens("ml-1m-u2999", data_dir)
+
+
+@pytest.fixture(scope="session")
+def ml1m_standin_facts(data_dir, tmp_path_factory) -> dict:
+    """A synthetic stand-in for the full ML-1M, which is not on the development machines.
+
+    ``<folder>/ml-1m/`` in GroupLens' layout: ``ratings.dat`` is the real prefix (users 1–2,999, unmodified)
+    followed by 20 generated ratings for each of the users 3,000–6,040 of ``users.dat``, in user order like
+    GroupLens' file; ``movies.dat`` and ``users.dat`` are the real ones. Returns the folder and the counts
+    the stand-in has instead of ML-1M's (use the ``ml1m_standin`` fixture, which patches them in).
     """
     import gzip
     import shutil
 
+    import numpy as np
+
     import seqsae_lib as sl
 
-    partial = data_dir / "ml-1m-first2999users" / "ratings.dat.gz"
-    if not partial.is_file() or not (data_dir / "ml-1m" / "movies.dat").is_file():
-        pytest.skip("partial ML-1M copy not available")
-    folder = tmp_path / "ml-1m"
+    if not _ml1m_u2999_available(data_dir):
+        pytest.skip("ml-1m-first2999users/ratings.dat.gz or ml-1m/movies.dat, users.dat not available")
+    root = tmp_path_factory.mktemp("ml1m-standin")
+    folder = root / "ml-1m"
     folder.mkdir()
     for f in ("movies.dat", "users.dat"):
         shutil.copy(data_dir / "ml-1m" / f, folder / f)
-    with gzip.open(partial, "rb") as src, open(folder / "ratings.dat", "wb") as dst:
-        shutil.copyfileobj(src, dst)
+        (folder / f).chmod(0o644)
+    prefix = gzip.decompress((data_dir / "ml-1m-first2999users" / "ratings.dat.gz").read_bytes())
+    movie_ids = np.array([int(line.split(b"::", 1)[0]) for line in (folder / "movies.dat").read_bytes().splitlines()])
+    rng = np.random.default_rng(0)
+    users = np.arange(3_000, 6_041)
+    per_user = 20
+    items = np.concatenate([rng.choice(movie_ids, per_user, replace=False) for _ in users])
+    lines = [
+        f"{u}::{i}::{r}::{t}\n"
+        for u, i, r, t in zip(np.repeat(users, per_user), items, rng.integers(1, 6, len(items)),
+                              rng.integers(975_000_000, 1_046_000_000, len(items)))
+    ]
+    (folder / "ratings.dat").write_bytes(prefix + "".join(lines).encode("latin-1"))
     ratings = sl.movielens.parse_ml1m_ratings(folder / "ratings.dat")
-    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": len(ratings),
-               "rated_items": ratings["item_id"].nunique()}
+    assert len(ratings) == prefix.count(b"\n") + len(lines)
+    return {"folder": root, "ratings": len(ratings), "rated_items": int(ratings["item_id"].nunique())}
+
+
+@pytest.fixture
+def ml1m_standin(ml1m_standin_facts, monkeypatch) -> Path:
+    """The folder holding the stand-in ``ml-1m/``, with ML-1M's expected counts patched to the stand-in's.
+
+    Only the full data set's counts are patched; the subset ``"ml-1m-u2999"`` keeps its own.
+    """
+    import seqsae_lib as sl
+
+    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": ml1m_standin_facts["ratings"],
+               "rated_items": ml1m_standin_facts["rated_items"]}
     monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
-    return tmp_path
+    return ml1m_standin_facts["folder"]
 
 
 @pytest.fixture(scope="session")

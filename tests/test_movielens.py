@@ -148,16 +148,14 @@ def test_synthetic_rejects_impossible_sizes():
         sl.make_synthetic(num_items=20, num_topics=10, max_length=80)
 
 
-def test_ml1m_loader_pipeline_on_partial_copy(ml1m_partial_dir):
-    """With the expected counts lowered to the partial file's, the whole ML-1M path runs end to end.
-
-    This exercises parsing, id checks, genres and sequencing on real ML-1M lines; it is not an ML-1M result.
-    """
-    data = sl.load_movielens("ml-1m", ml1m_partial_dir)
+def test_ml1m_u2999_pipeline(ml1m_u2999):
+    """"MovieLens-1M, users 1–2,999" runs through parsing, id checks, genres, sequencing and the split."""
+    data = ml1m_u2999
     assert data.num_ratings == 487_650
     assert data.item_genres.shape == (3_883, 18)
-    assert set(data.source.verified) == {"movies.dat", "users.dat"}
+    assert set(data.source.verified) == {"movies.dat", "users.dat", "ratings.dat.gz"}
     seq = sl.make_sequences(data)
-    assert seq.num_users == 2_999
+    assert seq.num_users == 2_999 and seq.name == "ml-1m-u2999"
     split = sl.leave_one_out(seq)
     assert all(t == s[-1] for t, s in zip(split.test_targets, seq.sequences))
+    assert split.fingerprint["dataset"] == "ml-1m-u2999"

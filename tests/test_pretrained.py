@@ -42,9 +42,9 @@ def test_shipped_checkpoint_refuses_other_preprocessing(ml100k):
         load_pretrained_sasrec(other.fingerprint)
 
 
-def test_recipe_runs_on_ml1m_shapes(ml1m_partial_dir):
-    """Shapes only: the recipe builds and takes a training step on ML-1M lines (partial copy)."""
-    split = sl.leave_one_out(sl.make_sequences(sl.load_movielens("ml-1m", ml1m_partial_dir), **SASREC_ML100K.sequences))
+def test_recipe_runs_on_ml1m_shapes(ml1m_u2999):
+    """Shapes only: the recipe builds and takes a training step on ML-1M lines ("ml-1m-u2999", users 1–2,999)."""
+    split = sl.leave_one_out(sl.make_sequences(ml1m_u2999, **SASREC_ML100K.sequences))
     model = sl.SASRec(num_items=split.num_items, **SASREC_ML100K.model)
     inputs = sl.left_pad([s[:-1] for s in split.train[:8]], model.max_len)
     targets = sl.left_pad([s[1:] for s in split.train[:8]], model.max_len)
@@ -127,3 +127,14 @@ def test_pretrained_folder_can_be_redirected(recipe_split, tmp_path, monkeypatch
     assert model.num_items == recipe_split.num_items
     monkeypatch.setenv(PRETRAINED_ENV_VAR, "")
     assert pretrained_stem("sasrec_ml100k") == PRETRAINED_DIR / "sasrec_ml100k"
+
+
+def test_recipe_registry_picks_each_data_sets_recipe():
+    from seqsae_lib.pretrained import SASREC_RECIPES, sasrec_recipe
+
+    assert sasrec_recipe("ml-100k") is SASREC_ML100K
+    for dataset, recipe in SASREC_RECIPES.items():
+        assert recipe.dataset == dataset
+    assert len({recipe.name for recipe in SASREC_RECIPES.values()}) == len(SASREC_RECIPES)
+    with pytest.raises(KeyError, match="no SASRec recipe for data set 'synthetic'"):
+        sasrec_recipe("synthetic")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.sources import DatasetSpec, fetch_archive, resolve_source
+from seqsae_lib.sources import DatasetSpec, fetch_archive, resolve_source, resolve_subset_source
 
 
 def _zip_ml100k(data_dir: Path, out: Path) -> bytes:
@@ -23,8 +23,8 @@ def _zip_ml100k(data_dir: Path, out: Path) -> bytes:
 
 
 @contextmanager
-def serve(payload: bytes, *, truncate: bool = False):
-    """Serve ``payload`` at /ml-100k.zip; with ``truncate`` the connection dies half-way."""
+def serve(payload: bytes, *, truncate: bool = False, fname: str = "ml-100k.zip"):
+    """Serve ``payload`` at /``fname``; with ``truncate`` the connection dies half-way."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -44,7 +44,7 @@ def serve(payload: bytes, *, truncate: bool = False):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/ml-100k.zip"
+        yield f"http://127.0.0.1:{server.server_address[1]}/{fname}"
     finally:
         server.shutdown()
         server.server_close()
@@ -109,3 +109,27 @@ def test_offline_without_copy_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
     with pytest.raises(sl.DataSourceError, match=r"no local copy found .*download=False"):
         resolve_source("ml-100k", cache_dir=tmp_path / "empty", download=False)
+
+
+def test_subset_download_fetches_the_full_release_and_filters_it(ml1m_standin, tmp_path, monkeypatch):
+    """"ml-1m-u2999" with no local copy downloads ml-1m.zip (md5-checked) and filters it to users <= 2,999.
+
+    The archive served is a stand-in for GroupLens' ml-1m.zip (the real prefix plus generated users 3,000+).
+    """
+    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    out = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for f in ("ratings.dat", "movies.dat", "users.dat"):
+            zf.write(ml1m_standin / "ml-1m" / f, f"ml-1m/{f}")
+    payload = out.read_bytes()
+    cache = tmp_path / "cache"
+    base = sl.DATASETS["ml-1m"]
+    with serve(payload, fname="ml-1m.zip") as url:
+        spec = DatasetSpec(name="ml-1m", url=url, md5=hashlib.md5(payload).hexdigest(),
+                           required_files=base.required_files, sha256=base.sha256)
+        found = resolve_subset_source("ml-1m-u2999", cache_dir=cache, parent_spec=spec)
+    assert found.kind == "download" and found.filtered and found.ratings == (cache / "ml-1m" / "ratings.dat").resolve()
+    assert _leftovers(cache) == ["ml-1m", "ml-1m.zip"]
+    data = sl.load_movielens("ml-1m-u2999", cache_dir=cache, download=False)
+    assert data.source.kind == "cache" and data.source.detail == "filtered to users 1–2,999"
+    assert data.num_ratings == 487_650 and data.interactions["user_id"].max() == 2_999

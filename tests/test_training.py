@@ -117,6 +117,21 @@ def test_early_stopping_restores_best_weights():
     assert res.metrics["NDCG@10"] == pytest.approx(hist.best_value)
 
 
+def test_time_budget_stops_after_the_epoch_that_overruns():
+    split = cyclic_split(n_users=20)
+    model = small_model()
+    # A tiny budget: the first epoch overruns it, is validated, and training stops there.
+    hist = train_sasrec(model, split, TrainConfig(max_epochs=10, eval_every=5, patience=None,
+                                                  time_budget=1e-9, **FAST))
+    assert hist.out_of_time and not hist.stopped_early and hist.epochs == [1]
+    assert hist.val_metrics[0] is not None and hist.best_epoch == 1
+    roomy = train_sasrec(small_model(), split, TrainConfig(max_epochs=2, patience=None, time_budget=1e6, **FAST))
+    assert not roomy.out_of_time and roomy.epochs == [1, 2]
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="time_budget"):
+            TrainConfig(time_budget=bad)
+
+
 def test_history_frame():
     split = cyclic_split(n_users=20)
     hist = train_sasrec(small_model(), split, TrainConfig(max_epochs=3, eval_every=2, patience=None, **FAST))

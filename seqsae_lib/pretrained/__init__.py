@@ -19,7 +19,7 @@ from seqsae_lib.checkpoints import load_checkpoint
 from seqsae_lib.sasrec import SASRec
 from seqsae_lib.training import History, TrainConfig, train_sasrec
 
-__all__ = ["SASRecRecipe", "SASREC_ML100K", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
            "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
@@ -59,6 +59,25 @@ SASREC_ML100K = SASRecRecipe(
     train=TrainConfig(max_epochs=200, batch_size=128, lr=2e-3, patience=10, progress=True),
 )
 """The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
+
+SASREC_RECIPES: dict[str, SASRecRecipe] = {recipe.dataset: recipe for recipe in (SASREC_ML100K,)}
+"""The SASRec recipe of each data set that has one, by data-set name (what ``scripts/train_sasrec.py
+--dataset`` picks)."""
+
+
+def sasrec_recipe(dataset: str) -> SASRecRecipe:
+    """The SASRec recipe chosen for ``dataset`` (a key of :data:`SASREC_RECIPES`).
+
+    Raises
+    ------
+    KeyError
+        No recipe was chosen for that data set; the message lists those that have one.
+    """
+    try:
+        return SASREC_RECIPES[dataset]
+    except KeyError:
+        raise KeyError(f"no SASRec recipe for data set {dataset!r}; recipes exist for "
+                       f"{sorted(SASREC_RECIPES)}") from None
 
 
 PRETRAINED_ENV_VAR = "SEQSAE_PRETRAINED"
