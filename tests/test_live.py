@@ -92,3 +92,19 @@ def test_steering_widget(live):
     assert why.startswith("<b>Why ") and "SAE error" in why
     html = sl.widgets.recommendations_html(widget.last)
     assert "Concept share" in html and "<table>" in html
+
+
+def test_bad_histories_are_refused_on_construction(live, tiny_split):
+    def build(inputs):
+        return sl.LiveSteering(live.model, live.sae, live.seq_data, inputs, {}, k=5)
+
+    inputs = list(tiny_split.test_inputs)
+    empty = inputs[:7] + [np.array([], dtype=np.int64)] + inputs[8:]
+    with pytest.raises(ValueError, match=r"inputs\[7\] is empty"):  # used to recommend items 1..5
+        build(empty)
+    floats = inputs[:2] + [np.asarray(inputs[2], dtype=float) + 0.5] + inputs[3:]
+    with pytest.raises(TypeError, match=r"inputs\[2\] holds float values"):
+        build(floats)
+    strings = inputs[:1] + [[str(i) for i in inputs[1]]] + inputs[2:]
+    with pytest.raises(TypeError, match=r"inputs\[1\] holds string values"):
+        build(strings)
