@@ -104,6 +104,8 @@ def save_checkpoint(
     TypeError
         If ``model`` is not a SASRec or the metadata is not JSON-serialisable
         (nothing is written in that case).
+    CheckpointError
+        If a weight tensor holds NaN or inf (the message names it; nothing is written).
     """
     if not isinstance(model, SASRec):
         raise TypeError(f"model must be a SASRec, got {type(model).__name__}")
@@ -118,7 +120,7 @@ def save_checkpoint(
         "metrics": _to_jsonable(metrics, "metrics"),
         "extra": _to_jsonable(extra, "extra"),
     }
-    return save_state_with_meta(model.state_dict(), path_stem, meta)
+    return save_state_with_meta(model.state_dict(), path_stem, meta, error=CheckpointError, what="checkpoint")
 
 
 def fingerprint_differences(stored: dict, expected: dict) -> list[str]:
@@ -165,8 +167,9 @@ def load_checkpoint(
     FileNotFoundError
         A file is missing (the message names it).
     CheckpointError
-        A file is truncated/corrupt or the pair does not belong together
-        (the message names the file).
+        A file is truncated/corrupt, the pair does not belong together
+        (the message names the file), or a weight tensor holds NaN or inf
+        (the message names it).
     FingerprintMismatchError
         The data fingerprint differs (the message lists the differing keys).
     """

@@ -17,7 +17,7 @@ import torch
 
 __all__ = [
     "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
-    "save_state_with_meta", "load_meta", "load_state",
+    "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors",
 ]
 
 
@@ -106,17 +106,40 @@ def differences(stored: dict, expected: dict, *, strict: bool = True, holder: st
     return diffs
 
 
-def save_state_with_meta(state: dict, path_stem: "str | os.PathLike[str]", meta: dict) -> tuple[Path, Path]:
+def non_finite_tensors(state: dict) -> list[str]:
+    """Describe every floating-point tensor of ``state`` holding NaN or inf, e.g. ``"'b_dec' (2 NaN, 0 inf of 64)"``."""
+    out = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                n_nan = int(torch.isnan(value).sum())
+                n_inf = int((~finite).sum()) - n_nan
+                out.append(f"{name!r} ({n_nan} NaN, {n_inf} inf of {value.numel()})")
+    return out
+
+
+def save_state_with_meta(
+    state: dict, path_stem: "str | os.PathLike[str]", meta: dict, *, error: type[Exception] = ValueError,
+    what: str = "weights",
+) -> tuple[Path, Path]:
     """Write a state dict to ``<stem>.pt`` and ``meta`` (plus versions and the weights' sha256) to ``<stem>.json``.
 
     Both files are written atomically; the JSON records the weights' SHA-256 so that
-    :func:`load_state_with_meta` detects a truncated or mismatched pair.
+    :func:`load_state_with_meta` detects a truncated or mismatched pair. Weights holding NaN or inf are
+    refused with ``error`` naming the tensors, before anything is written.
     """
     import hashlib
     import io
     from datetime import datetime, timezone
 
     pt_path, json_path = paired_paths(path_stem)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise error(
+            f"refusing to save the {what} to {pt_path}: non-finite weights in tensor(s) {', '.join(bad)} "
+            "(did training diverge?); nothing was written"
+        )
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
     weights = buf.getvalue()
@@ -163,7 +186,7 @@ def load_meta(
 
 def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Exception], what: str,
                map_location: "str | torch.device" = "cpu") -> dict:
-    """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256."""
+    """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256 and that they are finite."""
     import hashlib
     import io
 
@@ -174,6 +197,10 @@ def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Except
             "the file is truncated, corrupt, or from a different save"
         )
     try:
-        return torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several exception types for corrupt archives
         raise error(f"{what} weights {pt_path} could not be read: {exc}") from exc
+    bad = non_finite_tensors(state) if isinstance(state, dict) else []
+    if bad:
+        raise error(f"{what} weights {pt_path} hold non-finite values in tensor(s) {', '.join(bad)}; refusing to load them")
+    return state

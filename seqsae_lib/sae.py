@@ -830,6 +830,8 @@ class SparseAutoencoder(nn.Module):
             ``extra_meta`` is not a JSON-able dict (nothing is written).
         ValueError
             ``extra_meta`` uses the reserved key ``"config"``.
+        SAEFileError
+            A weight tensor holds NaN or inf (the message names it; nothing is written).
         """
         if extra_meta is None:
             extra_meta = {}
@@ -843,7 +845,7 @@ class SparseAutoencoder(nn.Module):
             "config": self.config.to_dict(),
             "metadata": _to_jsonable(extra_meta, "extra_meta"),
         }
-        pt_path, json_path = save_state_with_meta(self.state_dict(), path_stem, meta)
+        pt_path, json_path = save_state_with_meta(self.state_dict(), path_stem, meta, error=SAEFileError, what="SAE")
         self.metadata = json.loads(json_path.read_text(encoding="utf-8"))
         return pt_path, json_path
 
@@ -879,7 +881,8 @@ class SparseAutoencoder(nn.Module):
         FileNotFoundError
             A file is missing (the message names it).
         SAEFileError
-            A file is truncated or corrupt, or the pair does not belong together.
+            A file is truncated or corrupt, the pair does not belong together, or a weight tensor holds
+            NaN or inf (the message names it).
         SAEMetadataMismatchError
             The metadata differs from ``expected`` (the message names every differing key).
         """

@@ -126,3 +126,31 @@ def test_checkpoint_paths():
     assert checkpoint_paths("a/b.json")[0] == Path("a/b.pt")
     with pytest.raises(ValueError, match="stem"):
         checkpoint_paths("dir/")
+
+
+def _rewrite_weights(pt: Path, js: Path, state: dict) -> None:
+    """Replace the weights of a saved pair (as an older library or another tool could have written them)."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    pt.write_bytes(buf.getvalue())
+    meta = json.loads(js.read_text())
+    meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    js.write_text(json.dumps(meta))
+
+
+def test_non_finite_weights_are_refused_on_save_and_load(tmp_path: Path):
+    m = model()
+    with torch.no_grad():
+        m.item_emb.weight[3, 0] = float("nan")
+        m.blocks[0].ln_attn.weight[1] = float("inf")
+    with pytest.raises(CheckpointError, match=r"refusing to save.*'item_emb.weight' \(1 NaN, 0 inf.*"
+                                              r"'blocks.0.ln_attn.weight' \(0 NaN, 1 inf.*nothing was written"):
+        save_checkpoint(m, tmp_path / "sasrec", fingerprint=FP)
+    assert list(tmp_path.iterdir()) == []
+    pt, js = save_checkpoint(model(), tmp_path / "sasrec", fingerprint=FP)
+    _rewrite_weights(pt, js, {k: v.clone() for k, v in m.state_dict().items()})
+    with pytest.raises(CheckpointError, match=r"sasrec.pt hold non-finite values in tensor\(s\) 'item_emb.weight'"):
+        load_checkpoint(tmp_path / "sasrec")
