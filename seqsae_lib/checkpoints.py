@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from seqsae_lib.sasrec import SASRec, SASRecConfig
-from seqsae_lib.fileio import differences, load_meta, load_state, paired_paths, save_state_with_meta
+from seqsae_lib.fileio import (
+    differences, load_meta, load_state, paired_paths, remember_weights_sha256, save_state_with_meta,
+)
 from seqsae_lib.fileio import to_jsonable as _to_jsonable
 
 __all__ = [
@@ -196,4 +198,5 @@ def load_checkpoint(
         raise CheckpointError(f"weights in {pt_path} do not fit the config in {json_path}: {exc}") from exc
     model.to(map_location)
     model.eval()
+    remember_weights_sha256(model, meta["weights_sha256"])  # what an SAE made for this checkpoint records
     return model, meta

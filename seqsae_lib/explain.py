@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from seqsae_lib.batching import check_history, check_sequences, left_pad, seen_mask, trim_left_padding
 from seqsae_lib.capture import record
-from seqsae_lib.sae import SparseAutoencoder
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.sequences import SequenceData
 
 __all__ = ["Explanation", "explain_final", "explain_top_k", "explain_inner", "rank_agreement",
@@ -98,6 +98,7 @@ def _check_sae(model: nn.Module, sae: SparseAutoencoder) -> None:
         raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     if sae.config.d_in != int(model.d_model):  # type: ignore[arg-type]
         raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the model's are {model.d_model}-dim")
+    check_sae_matches_model(sae, model)  # same width, other weights: refused when the SAE records its SASRec
 
 
 def _check_items(items: Any, num_items: int) -> np.ndarray:
@@ -163,6 +164,9 @@ def explain_final(
     ValueError, TypeError
         An SAE of another width; a bad history: empty, non-integer ids (``5.7``, ``"5"``) or ids outside
         ``1..num_items`` (``0`` is padding), naming the position and the value.
+    SAEMetadataMismatchError
+        An SAE whose metadata records another SASRec's weights hash
+        (:func:`~seqsae_lib.sae.check_sae_matches_model`).
     """
     _check_sae(model, sae)
     seq = _history(sequence, model)

@@ -5,10 +5,14 @@ Introduced in chapter 2 (``chapters/02_sasrec.ipynb``), where checkpoints are fi
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
+import weakref
 from importlib import metadata
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ import torch
 
 __all__ = [
     "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
-    "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors",
+    "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors", "state_bytes", "module_weights_sha256",
+    "remember_weights_sha256",
 ]
 
 
@@ -119,6 +124,48 @@ def non_finite_tensors(state: dict) -> list[str]:
     return out
 
 
+def state_bytes(state: dict) -> bytes:
+    """The bytes of a weights file: ``torch.save`` of CPU copies of ``state`` (what :func:`save_state_with_meta` writes).
+
+    Their SHA-256 is the ``weights_sha256`` recorded beside the file, and the SASRec hash an SAE records
+    (:func:`module_weights_sha256` computes it for a model in memory).
+    """
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+_WEIGHTS_SHA256: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+"""Per module: (the identity and version of each of its tensors, the weights hash computed or loaded for them)."""
+
+
+def _weights_key(module: torch.nn.Module) -> tuple:
+    # A tensor's version counter moves with every in-place change (optimiser steps, load_state_dict, no_grad
+    # edits); a replaced tensor has another id. (Writes through ``tensor.data`` escape it.)
+    return tuple((id(t), t.data_ptr(), t._version) for t in chain(module.parameters(), module.buffers()))
+
+
+def module_weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of the weights file :func:`save_state_with_meta` would write for ``module``, cached per object.
+
+    Computed once per module and recomputed only after its weights change. A module loaded from a file
+    (:func:`seqsae_lib.load_checkpoint`) keeps the hash recorded for that file while its weights are
+    untouched, so the answer does not depend on the torch version that wrote the file.
+    """
+    key = _weights_key(module)
+    cached = _WEIGHTS_SHA256.get(module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sha = hashlib.sha256(state_bytes(module.state_dict())).hexdigest()
+    _WEIGHTS_SHA256[module] = (key, sha)
+    return sha
+
+
+def remember_weights_sha256(module: torch.nn.Module, sha256: str) -> None:
+    """Record that ``module``'s current weights are those of a file whose recorded hash is ``sha256``."""
+    _WEIGHTS_SHA256[module] = (_weights_key(module), str(sha256))
+
+
 def save_state_with_meta(
     state: dict, path_stem: "str | os.PathLike[str]", meta: dict, *, error: type[Exception] = ValueError,
     what: str = "weights",
@@ -129,8 +176,6 @@ def save_state_with_meta(
     :func:`load_state_with_meta` detects a truncated or mismatched pair. Weights holding NaN or inf are
     refused with ``error`` naming the tensors, before anything is written.
     """
-    import hashlib
-    import io
     from datetime import datetime, timezone
 
     pt_path, json_path = paired_paths(path_stem)
@@ -140,9 +185,7 @@ def save_state_with_meta(
             f"refusing to save the {what} to {pt_path}: non-finite weights in tensor(s) {', '.join(bad)} "
             "(did training diverge?); nothing was written"
         )
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
-    weights = buf.getvalue()
+    weights = state_bytes(state)
     full = {
         **meta,
         "seqsae_version": library_version(),
@@ -187,8 +230,6 @@ def load_meta(
 def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Exception], what: str,
                map_location: "str | torch.device" = "cpu") -> dict:
     """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256 and that they are finite."""
-    import hashlib
-    import io
 
     weights = pt_path.read_bytes()
     if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:

@@ -29,7 +29,7 @@ from torch import nn
 from seqsae_lib.batching import check_sequences, left_pad, seen_mask
 from seqsae_lib.concepts import Concept, concept_steering, get_concept
 from seqsae_lib.explain import Explanation, explain_final
-from seqsae_lib.sae import SparseAutoencoder
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.sequences import SequenceData
 from seqsae_lib.steering import Steering, SteeringCache
 
@@ -97,6 +97,9 @@ class LiveSteering:
     TypeError, ValueError
         On construction: a bad ``k``, one sequence per user missing, or a bad history (empty, non-integer
         ids, ids outside ``1..num_items``), naming the user index, the position and the value.
+    SAEMetadataMismatchError
+        On construction: the SAE's metadata records another SASRec's weights hash
+        (:func:`~seqsae_lib.sae.check_sae_matches_model`; checked once, not on every update).
     """
 
     model: nn.Module
@@ -111,6 +114,7 @@ class LiveSteering:
     _cache: dict[int, tuple[SteeringCache, torch.Tensor, pd.DataFrame]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        check_sae_matches_model(self.sae, self.model)
         if not 1 <= self.k <= self.seq_data.num_items:
             raise ValueError(f"k must be in 1..{self.seq_data.num_items}, got {self.k}")
         if len(self.inputs) != self.seq_data.num_users:

@@ -154,3 +154,20 @@ def test_non_finite_weights_are_refused_on_save_and_load(tmp_path: Path):
     _rewrite_weights(pt, js, {k: v.clone() for k, v in m.state_dict().items()})
     with pytest.raises(CheckpointError, match=r"sasrec.pt hold non-finite values in tensor\(s\) 'item_emb.weight'"):
         load_checkpoint(tmp_path / "sasrec")
+
+
+def test_weights_hash_in_memory_is_the_one_a_checkpoint_records(tmp_path: Path):
+    import copy
+
+    from seqsae_lib.fileio import module_weights_sha256
+
+    m = model()
+    _, js = save_checkpoint(m, tmp_path / "sasrec", fingerprint=FP)
+    recorded = json.loads(js.read_text())["weights_sha256"]
+    assert module_weights_sha256(m) == recorded  # the same bytes the file holds
+    loaded, _ = load_checkpoint(tmp_path / "sasrec")
+    assert module_weights_sha256(loaded) == recorded  # the loaded model keeps the file's hash
+    assert module_weights_sha256(copy.deepcopy(loaded)) == recorded  # and recomputing gives it too
+    with torch.no_grad():
+        loaded.item_emb.weight[1, 0] += 1.0  # a changed model has another hash (the cache follows edits)
+    assert module_weights_sha256(loaded) != recorded

@@ -108,3 +108,19 @@ def test_bad_histories_are_refused_on_construction(live, tiny_split):
     strings = inputs[:1] + [[str(i) for i in inputs[1]]] + inputs[2:]
     with pytest.raises(TypeError, match=r"inputs\[1\] holds string values"):
         build(strings)
+
+
+def test_sae_made_for_another_sasrec_is_refused_on_construction(live, tiny_split, tmp_path):
+    import copy
+
+    from seqsae_lib.fileio import module_weights_sha256
+
+    copy.deepcopy(live.sae).save(tmp_path / "sae", {"sasrec_weights_sha256": module_weights_sha256(live.model)})
+    sae = sl.SparseAutoencoder.load(tmp_path / "sae")
+    other = copy.deepcopy(live.model)  # same width, other weights: used to be accepted silently
+    with torch.no_grad():
+        other.item_emb.weight.mul_(1.5)
+    with pytest.raises(sl.SAEMetadataMismatchError, match=r"trained on another SASRec.*load the SASRec checkpoint"):
+        sl.LiveSteering(other, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
+    matching = sl.LiveSteering(live.model, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
+    assert matching.recommend(0).table["item"].tolist() == live.recommend(0).table["item"].tolist()
