@@ -205,12 +205,19 @@ class LiveSteering:
         Raises
         ------
         ValueError, KeyError
-            Unknown slider names (the known ones are listed), non-finite values, latent ids out of range.
+            Unknown slider names (the known ones are listed), non-finite values, a latent slider name that
+            is not ``"latent:<integer id>"``, latent ids out of range.
         """
         parts = [Steering.identity(self.sae, self.capture_point)]
         for name, value in strengths.items():
-            if name.startswith(LATENT_PREFIX):
-                latent = int(name[len(LATENT_PREFIX):])
+            if isinstance(name, str) and name.startswith(LATENT_PREFIX):
+                try:
+                    latent = int(name[len(LATENT_PREFIX):])
+                except ValueError:
+                    raise ValueError(
+                        f"slider {name!r}: a latent slider is named '{LATENT_PREFIX}<id>' with an integer latent id "
+                        f"in 0..{self.sae.d_sae - 1}, e.g. '{LATENT_PREFIX}12'"
+                    ) from None
                 parts.append(Steering.add(self.sae, self.capture_point, latent, float(value)))
             elif name in self._latents:
                 parts.append(concept_steering(self.concepts[name], float(value), self._latents[name], self.sae,

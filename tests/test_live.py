@@ -124,3 +124,14 @@ def test_sae_made_for_another_sasrec_is_refused_on_construction(live, tiny_split
         sl.LiveSteering(other, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
     matching = sl.LiveSteering(live.model, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
     assert matching.recommend(0).table["item"].tolist() == live.recommend(0).table["item"].tolist()
+
+
+def test_malformed_latent_slider_names_the_expected_format(live):
+    # Used to fail with "invalid literal for int() with base 10: 'abc'".
+    with pytest.raises(ValueError, match=r"slider 'latent:abc': a latent slider is named 'latent:<id>' with an integer "
+                                         r"latent id in 0\.\.31, e\.g\. 'latent:12'"):
+        live.recommend(0, {"latent:abc": 1.0})
+    with pytest.raises(ValueError, match=r"slider 'latent:': a latent slider is named"):
+        live.steering({"latent:": 1.0})
+    with pytest.raises(KeyError, match="unknown slider 7"):
+        live.steering({7: 1.0})  # type: ignore[dict-item]
