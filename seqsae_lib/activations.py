@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -298,7 +299,8 @@ class ActivationStore:
         Raises
         ------
         ActivationFileError
-            Missing files, a checksum mismatch, an unknown format or another capture point.
+            Missing files, a checksum mismatch, an unknown format or another capture point, or an arrays
+            file that is not a readable archive of the expected arrays (the message names the file).
         """
         npz_path, json_path = activation_paths(path_stem)
         for p in (npz_path, json_path):
@@ -323,15 +325,33 @@ class ActivationStore:
             raise ActivationFileError(
                 f"{npz_path} does not match the checksum recorded in {json_path} (truncated or replaced file)"
             )
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("acts", *_META_ARRAYS)}
-        return cls(
-            capture_point=meta["capture_point"],
-            acts=torch.from_numpy(np.ascontiguousarray(arrays["acts"], dtype=np.float32)),
-            model_fingerprint=dict(meta.get("model_fingerprint") or {}),
-            info=dict(meta.get("info") or {}),
-            **{k: arrays[k].astype(np.int64, copy=False) for k in _META_ARRAYS},
-        )
+        names = ("acts", *_META_ARRAYS)
+        try:  # np.load raises ValueError (object or pickled arrays), BadZipFile, OSError, EOFError...
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                files = getattr(z, "files", None)
+                missing = [k for k in names if files is None or k not in files]
+                if missing:
+                    raise ActivationFileError(
+                        f"{npz_path} lacks the array(s) {missing}; a seqsae activation store holds {list(names)}"
+                    )
+                arrays = {k: z[k] for k in names}
+        except ActivationFileError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ActivationFileError(
+                f"{npz_path} is not a readable activation store archive ({type(exc).__name__}: {exc}); "
+                "re-create it with collect_activations(...).save()"
+            ) from exc
+        try:
+            return cls(
+                capture_point=meta["capture_point"],
+                acts=torch.from_numpy(np.ascontiguousarray(arrays["acts"], dtype=np.float32)),
+                model_fingerprint=dict(meta.get("model_fingerprint") or {}),
+                info=dict(meta.get("info") or {}),
+                **{k: arrays[k].astype(np.int64, copy=False) for k in _META_ARRAYS},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ActivationFileError(f"{npz_path} and {json_path} do not form an activation store: {exc}") from exc
 
 
 class _StopForward(Exception):

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from seqsae_lib.sasrec import SASRec, SASRecConfig
-from seqsae_lib.fileio import differences, load_meta, load_state, paired_paths, save_state_with_meta
+from seqsae_lib.fileio import (
+    differences, load_meta, load_state, paired_paths, remember_weights_sha256, save_state_with_meta,
+)
 from seqsae_lib.fileio import to_jsonable as _to_jsonable
 
 __all__ = [
@@ -104,6 +106,8 @@ def save_checkpoint(
     TypeError
         If ``model`` is not a SASRec or the metadata is not JSON-serialisable
         (nothing is written in that case).
+    CheckpointError
+        If a weight tensor holds NaN or inf (the message names it; nothing is written).
     """
     if not isinstance(model, SASRec):
         raise TypeError(f"model must be a SASRec, got {type(model).__name__}")
@@ -118,7 +122,7 @@ def save_checkpoint(
         "metrics": _to_jsonable(metrics, "metrics"),
         "extra": _to_jsonable(extra, "extra"),
     }
-    return save_state_with_meta(model.state_dict(), path_stem, meta)
+    return save_state_with_meta(model.state_dict(), path_stem, meta, error=CheckpointError, what="checkpoint")
 
 
 def fingerprint_differences(stored: dict, expected: dict) -> list[str]:
@@ -165,8 +169,9 @@ def load_checkpoint(
     FileNotFoundError
         A file is missing (the message names it).
     CheckpointError
-        A file is truncated/corrupt or the pair does not belong together
-        (the message names the file).
+        A file is truncated/corrupt, the pair does not belong together
+        (the message names the file), or a weight tensor holds NaN or inf
+        (the message names it).
     FingerprintMismatchError
         The data fingerprint differs (the message lists the differing keys).
     """
@@ -193,4 +198,5 @@ def load_checkpoint(
         raise CheckpointError(f"weights in {pt_path} do not fit the config in {json_path}: {exc}") from exc
     model.to(map_location)
     model.eval()
+    remember_weights_sha256(model, meta["weights_sha256"])  # what an SAE made for this checkpoint records
     return model, meta

@@ -185,8 +185,10 @@ def evaluate(
     ------
     TypeError
         If the scorer has no ``scores`` method.
-    ValueError
-        Bad inputs, a wrong score shape, or NaN scores.
+    TypeError, ValueError
+        Bad inputs (:func:`~seqsae_lib.batching.check_sequences`: an empty history, a non-integer id or an
+        id outside ``1..num_items``, naming the user, position and value), a wrong score shape, or NaN
+        scores.
     """
     scorer = model_or_scorer
     if not callable(getattr(scorer, "scores", None)):
@@ -198,7 +200,7 @@ def evaluate(
         raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
     num_items = int(num_items)
     ks = _ks(k)
-    seqs = check_sequences(inputs, num_items=num_items, what="inputs")
+    seqs = check_sequences(inputs, num_items=num_items, what="inputs", allow_empty=False)
     if not seqs:
         raise ValueError("inputs is empty; expected at least one user")
     if max_len is None:

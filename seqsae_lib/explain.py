@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.batching import left_pad, seen_mask, trim_left_padding
+from seqsae_lib.batching import check_history, check_sequences, left_pad, seen_mask, trim_left_padding
 from seqsae_lib.capture import record
-from seqsae_lib.sae import SparseAutoencoder
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.sequences import SequenceData
 
 __all__ = ["Explanation", "explain_final", "explain_top_k", "explain_inner", "rank_agreement",
@@ -98,6 +98,7 @@ def _check_sae(model: nn.Module, sae: SparseAutoencoder) -> None:
         raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     if sae.config.d_in != int(model.d_model):  # type: ignore[arg-type]
         raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the model's are {model.d_model}-dim")
+    check_sae_matches_model(sae, model)  # same width, other weights: refused when the SAE records its SASRec
 
 
 def _check_items(items: Any, num_items: int) -> np.ndarray:
@@ -110,10 +111,12 @@ def _check_items(items: Any, num_items: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _ids(sequence: Any, model: nn.Module) -> Tensor:
-    seq = np.asarray(sequence)
-    if seq.ndim != 1 or len(seq) == 0:
-        raise ValueError("sequence must be a non-empty 1-D array of item ids (one user's history)")
+def _history(sequence: Any, model: nn.Module) -> np.ndarray:
+    """One user's history, checked (:func:`~seqsae_lib.batching.check_history`) against the model's catalogue."""
+    return check_history(sequence, num_items=int(model.num_items), what="sequence")  # type: ignore[arg-type]
+
+
+def _ids(seq: np.ndarray, model: nn.Module) -> Tensor:
     (ids,) = trim_left_padding(left_pad([seq], int(model.max_len)))  # type: ignore[arg-type]
     return ids
 
@@ -159,12 +162,17 @@ def explain_final(
     KeyError
         Item ids outside the catalogue.
     ValueError, TypeError
-        An SAE of another width, an empty sequence.
+        An SAE of another width; a bad history: empty, non-integer ids (``5.7``, ``"5"``) or ids outside
+        ``1..num_items`` (``0`` is padding), naming the position and the value.
+    SAEMetadataMismatchError
+        An SAE whose metadata records another SASRec's weights hash
+        (:func:`~seqsae_lib.sae.check_sae_matches_model`).
     """
     _check_sae(model, sae)
+    seq = _history(sequence, model)
     item_ids = _check_items(items, int(model.num_items))  # type: ignore[arg-type]
     if state is None:
-        state = model.last_hidden(_ids(sequence, model))[0]  # type: ignore[operator]
+        state = model.last_hidden(_ids(seq, model))[0]  # type: ignore[operator]
     h = state.detach().to(torch.float64)
     z = sae.encode(state.detach().reshape(1, -1))[0].to(torch.float64)
     s = float(sae.input_scale)
@@ -190,11 +198,11 @@ def explain_final(
     return out
 
 
-def _top_k(model: nn.Module, sequence: Any, k: int, state: Tensor | None = None) -> tuple[np.ndarray, Tensor]:
+def _top_k(model: nn.Module, seq: np.ndarray, k: int, state: Tensor | None = None) -> tuple[np.ndarray, Tensor]:
     if state is None:
-        state = model.last_hidden(_ids(sequence, model))[0]  # type: ignore[operator]
+        state = model.last_hidden(_ids(seq, model))[0]  # type: ignore[operator]
     scores = model.score(state.reshape(1, -1))[0]  # type: ignore[operator]
-    scores = scores.masked_fill(seen_mask([sequence], int(model.num_items))[0], float("-inf"))  # type: ignore[arg-type]
+    scores = scores.masked_fill(seen_mask([seq], int(model.num_items))[0], float("-inf"))  # type: ignore[arg-type]
     return torch.topk(scores, k).indices.numpy(), state
 
 
@@ -211,9 +219,15 @@ def explain_top_k(
     """Explanations of a user's top-``k`` (seen items filtered), best first.
 
     Introduced in chapter 5 (chapters/05_steering.ipynb).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`explain_final`: a bad history names the position and the value.
     """
-    items, state = _top_k(model, sequence, k)
-    return explain_final(model, sae, sequence, items, seq_data=seq_data, labels=labels, state=state)
+    seq = _history(sequence, model)
+    items, state = _top_k(model, seq, k)
+    return explain_final(model, sae, seq, items, seq_data=seq_data, labels=labels, state=state)
 
 
 def explanations_table(explanations: Sequence[Explanation], n: int = 3) -> pd.DataFrame:
@@ -259,12 +273,15 @@ def explain_inner(
     KeyError
         An item outside the catalogue. :class:`~seqsae_lib.sasrec.UnknownCapturePointError` for an unknown
         capture point.
+    ValueError, TypeError
+        As :func:`explain_final`: a bad history names the position and the value.
     """
     _check_sae(model, sae)
+    seq = _history(sequence, model)
     (item,) = _check_items([item], int(model.num_items))  # type: ignore[arg-type]
     model.hook_point(capture_point)  # type: ignore[operator]
-    ids = _ids(sequence, model)
-    seen = seen_mask([sequence], int(model.num_items))  # type: ignore[arg-type]
+    ids = _ids(seq, model)
+    seen = seen_mask([seq], int(model.num_items))  # type: ignore[arg-type]
     with torch.no_grad(), record(model, capture_point) as rec:
         model(ids)
     states = rec[capture_point]  # (1, L, d)
@@ -335,12 +352,13 @@ def counterfactual_check(
         ``dropped`` (``rank_change > 0``).
     """
     _check_sae(model, sae)
+    seqs = check_sequences(inputs, num_items=int(model.num_items), what="inputs", allow_empty=False)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(int(seed))
     s = float(sae.input_scale)
     emb = model.item_emb.weight.detach()  # type: ignore[union-attr]
     rows = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = [np.asarray(x, dtype=np.int64) for x in inputs[start : start + batch_size]]
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start : start + batch_size]
         (ids,) = trim_left_padding(left_pad(chunk, int(model.max_len)))  # type: ignore[arg-type]
         h = model.last_hidden(ids)  # type: ignore[operator]
         seen = seen_mask(chunk, int(model.num_items))  # type: ignore[arg-type]

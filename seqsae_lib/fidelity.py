@@ -279,7 +279,7 @@ def next_item_cross_entropy(
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     num_items = int(model.num_items)
-    seqs = check_sequences(inputs, num_items=num_items, what="inputs")
+    seqs = check_sequences(inputs, num_items=num_items, what="inputs", allow_empty=False)
     if not seqs:
         raise ValueError("inputs is empty; expected at least one user")
     dev = _resolve_device(model, device)
@@ -473,7 +473,7 @@ def downstream_fidelity(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     k = int(k)
-    seqs = check_sequences(inputs, num_items=int(num_items), what="inputs")
+    seqs = check_sequences(inputs, num_items=int(num_items), what="inputs", allow_empty=False)
     if not seqs:
         raise ValueError("inputs is empty; expected at least one user")
     tg = np.asarray(targets.detach().cpu() if isinstance(targets, Tensor) else targets)

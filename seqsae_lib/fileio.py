@@ -5,10 +5,14 @@ Introduced in chapter 2 (``chapters/02_sasrec.ipynb``), where checkpoints are fi
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
+import weakref
 from importlib import metadata
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,8 @@ import torch
 
 __all__ = [
     "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
-    "save_state_with_meta", "load_meta", "load_state",
+    "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors", "state_bytes", "module_weights_sha256",
+    "remember_weights_sha256",
 ]
 
 
@@ -106,20 +111,81 @@ def differences(stored: dict, expected: dict, *, strict: bool = True, holder: st
     return diffs
 
 
-def save_state_with_meta(state: dict, path_stem: "str | os.PathLike[str]", meta: dict) -> tuple[Path, Path]:
+def non_finite_tensors(state: dict) -> list[str]:
+    """Describe every floating-point tensor of ``state`` holding NaN or inf, e.g. ``"'b_dec' (2 NaN, 0 inf of 64)"``."""
+    out = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                n_nan = int(torch.isnan(value).sum())
+                n_inf = int((~finite).sum()) - n_nan
+                out.append(f"{name!r} ({n_nan} NaN, {n_inf} inf of {value.numel()})")
+    return out
+
+
+def state_bytes(state: dict) -> bytes:
+    """The bytes of a weights file: ``torch.save`` of CPU copies of ``state`` (what :func:`save_state_with_meta` writes).
+
+    Their SHA-256 is the ``weights_sha256`` recorded beside the file, and the SASRec hash an SAE records
+    (:func:`module_weights_sha256` computes it for a model in memory).
+    """
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+_WEIGHTS_SHA256: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+"""Per module: (the identity and version of each of its tensors, the weights hash computed or loaded for them)."""
+
+
+def _weights_key(module: torch.nn.Module) -> tuple:
+    # A tensor's version counter moves with every in-place change (optimiser steps, load_state_dict, no_grad
+    # edits); a replaced tensor has another id. (Writes through ``tensor.data`` escape it.)
+    return tuple((id(t), t.data_ptr(), t._version) for t in chain(module.parameters(), module.buffers()))
+
+
+def module_weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of the weights file :func:`save_state_with_meta` would write for ``module``, cached per object.
+
+    Computed once per module and recomputed only after its weights change. A module loaded from a file
+    (:func:`seqsae_lib.load_checkpoint`) keeps the hash recorded for that file while its weights are
+    untouched, so the answer does not depend on the torch version that wrote the file.
+    """
+    key = _weights_key(module)
+    cached = _WEIGHTS_SHA256.get(module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sha = hashlib.sha256(state_bytes(module.state_dict())).hexdigest()
+    _WEIGHTS_SHA256[module] = (key, sha)
+    return sha
+
+
+def remember_weights_sha256(module: torch.nn.Module, sha256: str) -> None:
+    """Record that ``module``'s current weights are those of a file whose recorded hash is ``sha256``."""
+    _WEIGHTS_SHA256[module] = (_weights_key(module), str(sha256))
+
+
+def save_state_with_meta(
+    state: dict, path_stem: "str | os.PathLike[str]", meta: dict, *, error: type[Exception] = ValueError,
+    what: str = "weights",
+) -> tuple[Path, Path]:
     """Write a state dict to ``<stem>.pt`` and ``meta`` (plus versions and the weights' sha256) to ``<stem>.json``.
 
     Both files are written atomically; the JSON records the weights' SHA-256 so that
-    :func:`load_state_with_meta` detects a truncated or mismatched pair.
+    :func:`load_state_with_meta` detects a truncated or mismatched pair. Weights holding NaN or inf are
+    refused with ``error`` naming the tensors, before anything is written.
     """
-    import hashlib
-    import io
     from datetime import datetime, timezone
 
     pt_path, json_path = paired_paths(path_stem)
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, buf)
-    weights = buf.getvalue()
+    bad = non_finite_tensors(state)
+    if bad:
+        raise error(
+            f"refusing to save the {what} to {pt_path}: non-finite weights in tensor(s) {', '.join(bad)} "
+            "(did training diverge?); nothing was written"
+        )
+    weights = state_bytes(state)
     full = {
         **meta,
         "seqsae_version": library_version(),
@@ -163,9 +229,7 @@ def load_meta(
 
 def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Exception], what: str,
                map_location: "str | torch.device" = "cpu") -> dict:
-    """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256."""
-    import hashlib
-    import io
+    """Read the weights of a pair checked by :func:`load_meta`, verifying the recorded SHA-256 and that they are finite."""
 
     weights = pt_path.read_bytes()
     if hashlib.sha256(weights).hexdigest() != meta["weights_sha256"]:
@@ -174,6 +238,10 @@ def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Except
             "the file is truncated, corrupt, or from a different save"
         )
     try:
-        return torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(weights), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several exception types for corrupt archives
         raise error(f"{what} weights {pt_path} could not be read: {exc}") from exc
+    bad = non_finite_tensors(state) if isinstance(state, dict) else []
+    if bad:
+        raise error(f"{what} weights {pt_path} hold non-finite values in tensor(s) {', '.join(bad)}; refusing to load them")
+    return state

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seqsae_lib.batching import left_pad, seen_mask
+from seqsae_lib.batching import check_sequences, left_pad, seen_mask
 from seqsae_lib.concepts import Concept, concept_steering, get_concept
 from seqsae_lib.explain import Explanation, explain_final
-from seqsae_lib.sae import SparseAutoencoder
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.sequences import SequenceData
 from seqsae_lib.steering import Steering, SteeringCache
 
@@ -78,7 +78,9 @@ class LiveSteering:
         Titles, years, genres.
     inputs : sequence of array-like
         Each user's input sequence (e.g. ``split.test_inputs``), indexed by internal user index; the
-        items in it are never recommended.
+        items in it are never recommended. Checked once, on construction
+        (:func:`~seqsae_lib.batching.check_sequences`): every history must be non-empty and hold integer
+        item ids in ``1..num_items``.
     concept_latents : mapping concept name -> latents
         The latents each concept slider steers (a :func:`~seqsae_lib.concepts.select_latents` table or a
         list of ids). Names must be known to :func:`~seqsae_lib.concepts.get_concept` or be
@@ -89,6 +91,15 @@ class LiveSteering:
         :func:`seqsae_lib.auto_label` output, to name the user's most active latents.
     concepts : mapping name -> Concept, optional
         Concepts not known by name (e.g. an attribute concept).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On construction: a bad ``k``, one sequence per user missing, or a bad history (empty, non-integer
+        ids, ids outside ``1..num_items``), naming the user index, the position and the value.
+    SAEMetadataMismatchError
+        On construction: the SAE's metadata records another SASRec's weights hash
+        (:func:`~seqsae_lib.sae.check_sae_matches_model`; checked once, not on every update).
     """
 
     model: nn.Module
@@ -103,10 +114,12 @@ class LiveSteering:
     _cache: dict[int, tuple[SteeringCache, torch.Tensor, pd.DataFrame]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        check_sae_matches_model(self.sae, self.model)
         if not 1 <= self.k <= self.seq_data.num_items:
             raise ValueError(f"k must be in 1..{self.seq_data.num_items}, got {self.k}")
         if len(self.inputs) != self.seq_data.num_users:
             raise ValueError(f"inputs has {len(self.inputs)} sequences, the data has {self.seq_data.num_users} users")
+        self.inputs = check_sequences(self.inputs, num_items=self.seq_data.num_items, what="inputs", allow_empty=False)
         self.concepts = {**{name: get_concept(self.seq_data, name) for name in self.concept_latents
                             if name not in self.concepts}, **self.concepts}
         self._latents = {name: _ids(table) for name, table in self.concept_latents.items()}
@@ -152,7 +165,7 @@ class LiveSteering:
             raise KeyError(f"unknown user index {user!r}; expected an int in 0..{len(self.inputs) - 1}")
         user = int(user)
         if user not in self._cache:
-            seq = np.asarray(self.inputs[user], dtype=np.int64)
+            seq = self.inputs[user]  # checked on construction
             cache = SteeringCache(self.model, left_pad([seq], self.model.max_len), self.capture_point)
             seen = seen_mask([seq], self.seq_data.num_items)[0]
             base = self._top(cache.scores(), seen)
@@ -192,12 +205,19 @@ class LiveSteering:
         Raises
         ------
         ValueError, KeyError
-            Unknown slider names (the known ones are listed), non-finite values, latent ids out of range.
+            Unknown slider names (the known ones are listed), non-finite values, a latent slider name that
+            is not ``"latent:<integer id>"``, latent ids out of range.
         """
         parts = [Steering.identity(self.sae, self.capture_point)]
         for name, value in strengths.items():
-            if name.startswith(LATENT_PREFIX):
-                latent = int(name[len(LATENT_PREFIX):])
+            if isinstance(name, str) and name.startswith(LATENT_PREFIX):
+                try:
+                    latent = int(name[len(LATENT_PREFIX):])
+                except ValueError:
+                    raise ValueError(
+                        f"slider {name!r}: a latent slider is named '{LATENT_PREFIX}<id>' with an integer latent id "
+                        f"in 0..{self.sae.d_sae - 1}, e.g. '{LATENT_PREFIX}12'"
+                    ) from None
                 parts.append(Steering.add(self.sae, self.capture_point, latent, float(value)))
             elif name in self._latents:
                 parts.append(concept_steering(self.concepts[name], float(value), self._latents[name], self.sae,

@@ -177,6 +177,9 @@ def _decode_latin1(raw: bytes, path: Path) -> str:
     return raw.decode("latin-1")
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _first_bad_line(text: str, path: Path, n_fields: int, sep: str, int_fields: tuple[int, ...]) -> str:
     """Line-by-line scan describing the first malformed line (1-based), or '' if none is found."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -186,8 +189,12 @@ def _first_bad_line(text: str, path: Path, n_fields: int, sep: str, int_fields: 
         if len(parts) != n_fields:
             return f"{path}, line {number}: expected {n_fields} {sep!r}-separated fields, found {len(parts)}: {line[:80]!r}"
         for j in int_fields:
-            if not parts[j].strip().lstrip("-").isdigit():
+            field = parts[j].strip()
+            if not field.lstrip("-").isdigit():
                 return f"{path}, line {number}: field {j + 1} should be an integer, found {parts[j][:30]!r}"
+            if not _INT64_MIN <= int(field) <= _INT64_MAX:
+                return (f"{path}, line {number}: field {j + 1} is {field[:30]}, too large for a 64-bit integer "
+                        "(ids, ratings and timestamps are small integers)")
     return ""
 
 
@@ -207,7 +214,7 @@ def _parse_table(
         )
         if len(frame.columns) != len(names):
             raise ValueError("column count")
-    except (ValueError, pd.errors.ParserError) as err:
+    except (ValueError, OverflowError, pd.errors.ParserError) as err:  # OverflowError: a 20-digit "integer"
         detail = _first_bad_line(text, path, len(names), sep, int_fields)
         raise DataSourceError(detail or f"{path}: cannot be parsed ({err})") from err
     # Short lines leave empty strings in text columns instead of failing: scan such (small) files fully.
@@ -272,6 +279,36 @@ def parse_ml1m_ratings(path: Path) -> pd.DataFrame:
     return _parse_table(text, path, cols, "\t", (0, 1, 2, 3))
 
 
+def parse_ml100k_genres(path: Path) -> tuple[str, ...]:
+    """Parse ML-100k ``u.genre`` (``name|index`` lines) into the genre names in index order.
+
+    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+
+    Raises
+    ------
+    DataSourceError
+        Naming the file and the line: a line without ``|``, an index that is not an integer, an index used
+        twice.
+    """
+    text = _decode_latin1(_read_bytes(path), path)
+    rows: dict[int, tuple[str, int]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, index = line.partition("|")
+        if not sep:
+            raise DataSourceError(f"{path}, line {number}: expected 'name|index' (e.g. 'Action|1'), found {line[:80]!r}")
+        if not index.strip().isdigit():
+            raise DataSourceError(
+                f"{path}, line {number}: the genre index should be a non-negative integer, found {index[:30]!r}"
+            )
+        i = int(index)
+        if i in rows:
+            raise DataSourceError(f"{path}, line {number}: genre index {i} is already used on line {rows[i][1]}")
+        rows[i] = (name, number)
+    return tuple(rows[i][0] for i in sorted(rows))
+
+
 def read_ml100k(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], np.ndarray, pd.DataFrame, tuple[str, ...]]:
     """Read and validate the ML-100k files in ``folder``; return interactions, items, genres, users.
 
@@ -283,9 +320,7 @@ def read_ml100k(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.
     _check_count(folder / "u.data", "ratings", len(ratings), expected["ratings"])
 
     genre_path = folder / "u.genre"
-    genre_text = _decode_latin1(_read_bytes(genre_path), genre_path)
-    genre_rows = [line.split("|") for line in genre_text.splitlines() if line.strip()]
-    genre_names = tuple(g[0] for g in sorted(genre_rows, key=lambda r: int(r[1])))
+    genre_names = parse_ml100k_genres(genre_path)
     _check_count(genre_path, "genres", len(genre_names), expected["genres"])
 
     item_path = folder / "u.item"

@@ -40,7 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from seqsae_lib.fileio import differences, load_meta, load_state, paired_paths, save_state_with_meta
+from seqsae_lib.fileio import (
+    differences, load_meta, load_state, module_weights_sha256, paired_paths, save_state_with_meta,
+)
 from seqsae_lib.fileio import to_jsonable as _to_jsonable
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -55,6 +57,7 @@ __all__ = [
     "SAEMetadataMismatchError",
     "is_dead",
     "sae_paths",
+    "check_sae_matches_model",
 ]
 
 SAE_KINDS: tuple[str, ...] = ("topk", "batchtopk", "relu")
@@ -830,6 +833,8 @@ class SparseAutoencoder(nn.Module):
             ``extra_meta`` is not a JSON-able dict (nothing is written).
         ValueError
             ``extra_meta`` uses the reserved key ``"config"``.
+        SAEFileError
+            A weight tensor holds NaN or inf (the message names it; nothing is written).
         """
         if extra_meta is None:
             extra_meta = {}
@@ -843,7 +848,7 @@ class SparseAutoencoder(nn.Module):
             "config": self.config.to_dict(),
             "metadata": _to_jsonable(extra_meta, "extra_meta"),
         }
-        pt_path, json_path = save_state_with_meta(self.state_dict(), path_stem, meta)
+        pt_path, json_path = save_state_with_meta(self.state_dict(), path_stem, meta, error=SAEFileError, what="SAE")
         self.metadata = json.loads(json_path.read_text(encoding="utf-8"))
         return pt_path, json_path
 
@@ -879,7 +884,8 @@ class SparseAutoencoder(nn.Module):
         FileNotFoundError
             A file is missing (the message names it).
         SAEFileError
-            A file is truncated or corrupt, or the pair does not belong together.
+            A file is truncated or corrupt, the pair does not belong together, or a weight tensor holds
+            NaN or inf (the message names it).
         SAEMetadataMismatchError
             The metadata differs from ``expected`` (the message names every differing key).
         """
@@ -915,6 +921,42 @@ class SparseAutoencoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 # file helpers
 # --------------------------------------------------------------------------------------------------------
+
+
+def _recorded_sasrec_sha256(sae: SparseAutoencoder) -> str | None:
+    """The SASRec weights hash recorded in a saved SAE's metadata (``"sasrec_weights_sha256"``), if any."""
+    meta = getattr(sae, "metadata", None) or {}
+    inner = meta.get("metadata") if isinstance(meta.get("metadata"), dict) else meta
+    sha = inner.get("sasrec_weights_sha256") if isinstance(inner, dict) else None
+    return sha if isinstance(sha, str) and sha else None
+
+
+def check_sae_matches_model(sae: SparseAutoencoder, model: nn.Module) -> None:
+    """Refuse an SAE made for another SASRec than ``model``, when its metadata says which one.
+
+    Introduced in chapter 5 (chapters/05_steering.ipynb). A saved SAE records the weights hash of the
+    SASRec it was trained on (``"sasrec_weights_sha256"``, see
+    :func:`seqsae_lib.pretrained.sae_provenance`); :func:`seqsae_lib.pretrained.load_pretrained_sae`
+    checks it against the checkpoint file. This is the same check for a model in memory: its hash is
+    the one :func:`seqsae_lib.save_checkpoint` would record (:func:`seqsae_lib.fileio.module_weights_sha256`,
+    computed once per model object). An SAE without a recorded hash (e.g. trained in memory) is not
+    checked: there is nothing to compare.
+
+    Raises
+    ------
+    SAEMetadataMismatchError
+        The recorded hash differs from the model's: the SAE would read states of a model it never saw.
+    """
+    recorded = _recorded_sasrec_sha256(sae)
+    if recorded is None:
+        return
+    actual = module_weights_sha256(model)
+    if actual != recorded:
+        raise SAEMetadataMismatchError(
+            f"this SAE was trained on another SASRec: its metadata records SASRec weights sha256 {recorded[:12]}..., "
+            f"the model given has {actual[:12]}... (same width, different weights). Retrain the SAE on this model, "
+            "or load the SASRec checkpoint the SAE was made for (load_pretrained_sasrec / load_checkpoint)."
+        )
 
 
 def sae_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -560,8 +560,23 @@ activation, scale_embeddings, init_std, layer_norm_eps
         -------
         Tensor
             ``(B, d_model)``.
+
+        Raises
+        ------
+        ValueError
+            A row whose last column is padding: an empty history (its state would be exactly zero, and so
+            would every score) or a right-padded one. The message names the row.
         """
-        return self.forward(input_ids)[:, -1]
+        final = self.forward(input_ids)  # validates input_ids
+        ends_in_padding = input_ids[:, -1] == 0
+        if bool(ends_in_padding.any()):
+            row = int(torch.nonzero(ends_in_padding)[0])
+            raise ValueError(
+                f"input_ids row {row} ends in padding (0): an empty history, or a right-padded one. "
+                "The most recent item must be in the last column; build inputs from non-empty histories "
+                "with seqsae_lib.batching.left_pad(seqs, max_len)"
+            )
+        return final[:, -1]
 
     def scores(self, input_ids: Tensor) -> Tensor:
         """Next-item scores for each sequence (the *scorer* protocol).
@@ -573,5 +588,10 @@ activation, scale_embeddings, init_std, layer_norm_eps
         -------
         Tensor
             ``(B, num_items + 1)``; column 0 is ``-inf``.
+
+        Raises
+        ------
+        ValueError
+            A row that ends in padding (an empty history), see :meth:`last_hidden`.
         """
         return self.score(self.last_hidden(input_ids))

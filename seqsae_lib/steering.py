@@ -60,7 +60,7 @@ Running steered models
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -236,13 +236,22 @@ def _as_edit(edit: Any) -> LatentEdit:
 
 
 def _broadcast(latents: int | Sequence[int] | np.ndarray | Tensor, values: Any, what: str) -> list[tuple[int, Any]]:
-    if isinstance(latents, Tensor):
+    if isinstance(latents, (Tensor, np.ndarray)):
         latents = latents.tolist()
     if isinstance(latents, pd.DataFrame):
         if "latent" not in latents.columns:
             raise ValueError("a DataFrame of latents needs a 'latent' column (e.g. from select_latents)")
         latents = latents["latent"].tolist()
-    lat_list = [latents] if isinstance(latents, (int, np.integer)) else list(latents)
+    if isinstance(latents, (int, np.integer)) and not isinstance(latents, (bool, np.bool_)):
+        lat_list = [latents]
+    elif isinstance(latents, (str, bytes, bool, np.bool_)) or not isinstance(latents, Iterable):
+        call = f"Steering.{what}(sae, capture_point, latents{'' if what == 'ablate' else ', values'})"
+        raise TypeError(
+            f"Steering.{what}: latents must be a latent id (an int) or a sequence of ints (e.g. [3, 17] or a "
+            f"select_latents table), got {type(latents).__name__} ({latents!r}); the call is {call}"
+        )
+    else:
+        lat_list = list(latents)
     if isinstance(values, Tensor):
         values = values.tolist()
     if isinstance(values, (list, tuple, np.ndarray)):

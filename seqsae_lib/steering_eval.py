@@ -264,7 +264,7 @@ class SteeringEvaluator:
         self.n_boot = int(n_boot)
         self.seed = int(seed)
         self.seq_data = seq_data
-        self.seqs = check_sequences(inputs, num_items=self.num_items, what="inputs")
+        self.seqs = check_sequences(inputs, num_items=self.num_items, what="inputs", allow_empty=False)
         if not self.seqs:
             raise ValueError("inputs is empty; expected at least one user")
         self.batches = list(

@@ -183,3 +183,38 @@ def test_store_validation():
         ActivationStore("final", torch.zeros(2, 4), **meta)
     with pytest.raises(ValueError, match="empty"):
         ActivationStore("final", torch.zeros(0, 4), **{k: v[:0] for k, v in meta.items()}).mean()
+
+
+def _replace_arrays(npz, js, data: bytes) -> None:
+    """Put other bytes in a saved store's .npz and record their checksum, as another tool could have."""
+    import hashlib
+    import json
+
+    npz.write_bytes(data)
+    meta = json.loads(js.read_text())
+    meta["arrays_sha256"] = hashlib.sha256(data).hexdigest()
+    js.write_text(json.dumps(meta))
+
+
+def test_unreadable_arrays_file_names_the_file(store, tmp_path):
+    import io
+
+    npz, js = store.subset(slice(0, 5)).save(tmp_path / "acts")
+    # Object arrays: np.load used to raise a bare "Object arrays cannot be loaded when allow_pickle=False".
+    buf = io.BytesIO()
+    np.savez(buf, acts=np.zeros((5, 16), dtype=np.float32), user=np.array([1, "a", None, 2, 3], dtype=object),
+             position=np.zeros(5, dtype=np.int64), input_item=np.zeros(5, dtype=np.int64),
+             next_item=np.zeros(5, dtype=np.int64))
+    _replace_arrays(npz, js, buf.getvalue())
+    with pytest.raises(ActivationFileError, match=r"acts\.npz is not a readable activation store archive \(ValueError: Object arrays"):
+        ActivationStore.load(tmp_path / "acts")
+    # Not a zip archive at all (used to raise zipfile.BadZipFile).
+    _replace_arrays(npz, js, b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(ActivationFileError, match=r"acts\.npz is not a readable activation store archive \(BadZipFile"):
+        ActivationStore.load(tmp_path / "acts")
+    # A valid archive without the expected arrays.
+    buf = io.BytesIO()
+    np.savez(buf, acts=np.zeros((5, 16), dtype=np.float32))
+    _replace_arrays(npz, js, buf.getvalue())
+    with pytest.raises(ActivationFileError, match=r"acts\.npz lacks the array\(s\) \['user'"):
+        ActivationStore.load(tmp_path / "acts")

@@ -8,6 +8,8 @@ import torch
 
 from seqsae_lib.batching import (
     NextItemDataset,
+    check_history,
+    check_sequences,
     collate_full,
     collate_trim,
     iter_eval_batches,
@@ -92,3 +94,38 @@ def test_eval_batches():
         list(iter_eval_batches(seqs, np.array([0, 1, 2]), max_len=4))
     with pytest.raises(TypeError, match="list of 1-D"):
         list(iter_eval_batches(np.ones((3, 2), dtype=np.int64), targets, max_len=4))
+
+
+def test_histories_with_non_integer_ids_are_refused_not_converted():
+    # Floats were truncated (5.7 -> 5), numeric strings parsed ("5" -> 5), booleans read as 0/1.
+    with pytest.raises(TypeError, match=r"seqs\[1\] holds float values \(5.7 at position 0\).*must be integers"):
+        left_pad([[1, 2], [5.7, 7.2]], 4)
+    with pytest.raises(TypeError, match=r"seqs\[0\] holds float values \(7.5 at position 1\)"):
+        left_pad([np.array([5.0, 7.5])], 4)  # names the fractional value, not the whole one before it
+    with pytest.raises(TypeError, match=r"seqs\[0\] holds string values \('5' at position 0\)"):
+        left_pad([["5", "7"]], 4)
+    with pytest.raises(TypeError, match=r"seqs\[0\] holds bool values \(True at position 1\)"):
+        left_pad([[3, True]], 4)
+    with pytest.raises(TypeError, match=r"inputs\[0\] holds float values"):
+        check_sequences([torch.tensor([1.0, 2.0])], what="inputs")
+    with pytest.raises(TypeError, match=r"sequence holds NoneType values \(None at position 1\)"):
+        check_history([4, None])
+
+
+def test_history_ids_must_be_items_in_the_catalogue():
+    # 0 inside a history is padding, not an item: it used to vanish silently.
+    with pytest.raises(ValueError, match=r"seqs\[1\]\[2\] = 0 is not an item id: expected item ids >= 1 \(0 is reserved"):
+        left_pad([[1, 2], [3, 4, 0, 5]], 4)
+    with pytest.raises(ValueError, match=r"inputs\[2\]\[0\] = 31 is not an item id: expected item ids in \[1, 30\]"):
+        check_sequences([[1], [2], [31, 1]], num_items=30, what="inputs")
+    with pytest.raises(ValueError, match=r"sequence\[1\] = -3 is not an item id"):
+        check_history(np.array([2, -3]), num_items=30)
+    assert check_history([3, 4], num_items=30).dtype == np.int64
+
+
+def test_empty_histories_are_refused_where_a_history_is_scored():
+    assert [len(s) for s in check_sequences([[1], []])] == [1, 0]  # training data may hold empty sequences
+    with pytest.raises(ValueError, match=r"inputs\[1\] is empty: a history needs at least one item"):
+        check_sequences([[1], []], what="inputs", allow_empty=False)
+    with pytest.raises(ValueError, match=r"sequence is empty.*non-empty"):
+        check_history([])

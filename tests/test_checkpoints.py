@@ -126,3 +126,48 @@ def test_checkpoint_paths():
     assert checkpoint_paths("a/b.json")[0] == Path("a/b.pt")
     with pytest.raises(ValueError, match="stem"):
         checkpoint_paths("dir/")
+
+
+def _rewrite_weights(pt: Path, js: Path, state: dict) -> None:
+    """Replace the weights of a saved pair (as an older library or another tool could have written them)."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    pt.write_bytes(buf.getvalue())
+    meta = json.loads(js.read_text())
+    meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    js.write_text(json.dumps(meta))
+
+
+def test_non_finite_weights_are_refused_on_save_and_load(tmp_path: Path):
+    m = model()
+    with torch.no_grad():
+        m.item_emb.weight[3, 0] = float("nan")
+        m.blocks[0].ln_attn.weight[1] = float("inf")
+    with pytest.raises(CheckpointError, match=r"refusing to save.*'item_emb.weight' \(1 NaN, 0 inf.*"
+                                              r"'blocks.0.ln_attn.weight' \(0 NaN, 1 inf.*nothing was written"):
+        save_checkpoint(m, tmp_path / "sasrec", fingerprint=FP)
+    assert list(tmp_path.iterdir()) == []
+    pt, js = save_checkpoint(model(), tmp_path / "sasrec", fingerprint=FP)
+    _rewrite_weights(pt, js, {k: v.clone() for k, v in m.state_dict().items()})
+    with pytest.raises(CheckpointError, match=r"sasrec.pt hold non-finite values in tensor\(s\) 'item_emb.weight'"):
+        load_checkpoint(tmp_path / "sasrec")
+
+
+def test_weights_hash_in_memory_is_the_one_a_checkpoint_records(tmp_path: Path):
+    import copy
+
+    from seqsae_lib.fileio import module_weights_sha256
+
+    m = model()
+    _, js = save_checkpoint(m, tmp_path / "sasrec", fingerprint=FP)
+    recorded = json.loads(js.read_text())["weights_sha256"]
+    assert module_weights_sha256(m) == recorded  # the same bytes the file holds
+    loaded, _ = load_checkpoint(tmp_path / "sasrec")
+    assert module_weights_sha256(loaded) == recorded  # the loaded model keeps the file's hash
+    assert module_weights_sha256(copy.deepcopy(loaded)) == recorded  # and recomputing gives it too
+    with torch.no_grad():
+        loaded.item_emb.weight[1, 0] += 1.0  # a changed model has another hash (the cache follows edits)
+    assert module_weights_sha256(loaded) != recorded

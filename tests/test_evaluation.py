@@ -137,3 +137,18 @@ def test_scorers_with_parameters_run_without_autograd():
 
     result = evaluate(Learned(), [[1], [2]], [5, 4], num_items=5, k=(1,))
     assert result.ranks.tolist() == [0, 1]  # item 5 scores highest; user 2 has 5 ahead of 4
+
+
+def test_bad_histories_are_refused_naming_the_user():
+    scorer = TableScorer(ROWS)
+    # An empty history used to be scored (all-padding input: every score 0) and counted as a hit.
+    with pytest.raises(ValueError, match=r"inputs\[1\] is empty"):
+        evaluate(scorer, [[1], []], [2, 3], num_items=6)
+    with pytest.raises(TypeError, match=r"inputs\[0\] holds float values \(1.5 at position 0\)"):
+        evaluate(scorer, [[1.5]], [2], num_items=6)
+    with pytest.raises(TypeError, match=r"inputs\[0\] holds string values"):
+        evaluate(scorer, [["1"]], [2], num_items=6)
+    with pytest.raises(ValueError, match=r"inputs\[1\]\[0\] = 0 is not an item id"):
+        evaluate(scorer, [[1], [0, 1]], [2, 3], num_items=6)
+    with pytest.raises(ValueError, match=r"inputs\[0\]\[1\] = 7 is not an item id: expected item ids in \[1, 6\]"):
+        evaluate(scorer, [[1, 7]], [2], num_items=6)

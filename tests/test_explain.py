@@ -124,3 +124,46 @@ def test_waterfall_ends_at_the_score(parts):
     assert len(bars) == min(3, len(e.contributions)) + 3
     last = bars[-1]
     assert last.get_x() + last.get_width() == pytest.approx(e.score, rel=1e-4, abs=1e-5)
+
+
+def test_bad_histories_are_refused_naming_position_and_value(parts):
+    model, saes, split, _ = parts
+    sae, seq = saes["final"], np.asarray(split.test_inputs[0])
+    with_padding = np.concatenate([seq[:2], [0], seq[2:]])  # 0 used to be dropped silently
+    with pytest.raises(ValueError, match=r"sequence\[2\] = 0 is not an item id.*0 is reserved for padding"):
+        explain_top_k(model, sae, with_padding, k=3)
+    with pytest.raises(TypeError, match=r"sequence holds float values \(5.7 at position 0\)"):
+        explain_top_k(model, sae, [5.7, 7.2], k=3)  # used to be read as [5, 7]
+    with pytest.raises(TypeError, match=r"sequence holds string values \('5' at position 0\)"):
+        explain_final(model, sae, ["5", "7"], [1])
+    with pytest.raises(ValueError, match=r"sequence is empty"):
+        explain_top_k(model, sae, [], k=3)
+    with pytest.raises(ValueError, match=rf"sequence\[0\] = {split.num_items + 1} is not an item id"):
+        explain_inner(model, saes["block_0"], "block_0", [split.num_items + 1], 1)
+    with pytest.raises(ValueError, match=r"inputs\[1\] is empty"):
+        counterfactual_check(model, sae, [seq, []], k=2)
+
+
+def test_sae_made_for_another_sasrec_is_refused(parts, tmp_path):
+    import copy
+
+    from seqsae_lib.fileio import module_weights_sha256
+
+    model, saes, split, seq = parts
+    # An SAE saved with the hash of the SASRec it was trained on (as the shipped SAE is) ...
+    copy.deepcopy(saes["final"]).save(tmp_path / "sae", {"sasrec_weights_sha256": module_weights_sha256(model)})
+    sae = sl.SparseAutoencoder.load(tmp_path / "sae")
+    assert len(explain_final(model, sae, split.test_inputs[0], [1])) == 1
+    # ... and another SASRec of the same width, in memory: it used to be accepted silently.
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.item_emb.weight.mul_(1.5)
+    with pytest.raises(sl.SAEMetadataMismatchError, match=r"trained on another SASRec.*Retrain the SAE"):
+        explain_final(other, sae, split.test_inputs[0], [1])
+    with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
+        explain_top_k(other, sae, split.test_inputs[0], k=3)
+    with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
+        explain_inner(other, sae, "final", split.test_inputs[0], 1)
+    # An SAE trained in memory records no SASRec: nothing to check, any same-width model is accepted.
+    assert not saes["final"].metadata
+    assert len(explain_final(other, saes["final"], split.test_inputs[0], [1])) == 1

@@ -92,3 +92,46 @@ def test_steering_widget(live):
     assert why.startswith("<b>Why ") and "SAE error" in why
     html = sl.widgets.recommendations_html(widget.last)
     assert "Concept share" in html and "<table>" in html
+
+
+def test_bad_histories_are_refused_on_construction(live, tiny_split):
+    def build(inputs):
+        return sl.LiveSteering(live.model, live.sae, live.seq_data, inputs, {}, k=5)
+
+    inputs = list(tiny_split.test_inputs)
+    empty = inputs[:7] + [np.array([], dtype=np.int64)] + inputs[8:]
+    with pytest.raises(ValueError, match=r"inputs\[7\] is empty"):  # used to recommend items 1..5
+        build(empty)
+    floats = inputs[:2] + [np.asarray(inputs[2], dtype=float) + 0.5] + inputs[3:]
+    with pytest.raises(TypeError, match=r"inputs\[2\] holds float values"):
+        build(floats)
+    strings = inputs[:1] + [[str(i) for i in inputs[1]]] + inputs[2:]
+    with pytest.raises(TypeError, match=r"inputs\[1\] holds string values"):
+        build(strings)
+
+
+def test_sae_made_for_another_sasrec_is_refused_on_construction(live, tiny_split, tmp_path):
+    import copy
+
+    from seqsae_lib.fileio import module_weights_sha256
+
+    copy.deepcopy(live.sae).save(tmp_path / "sae", {"sasrec_weights_sha256": module_weights_sha256(live.model)})
+    sae = sl.SparseAutoencoder.load(tmp_path / "sae")
+    other = copy.deepcopy(live.model)  # same width, other weights: used to be accepted silently
+    with torch.no_grad():
+        other.item_emb.weight.mul_(1.5)
+    with pytest.raises(sl.SAEMetadataMismatchError, match=r"trained on another SASRec.*load the SASRec checkpoint"):
+        sl.LiveSteering(other, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
+    matching = sl.LiveSteering(live.model, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
+    assert matching.recommend(0).table["item"].tolist() == live.recommend(0).table["item"].tolist()
+
+
+def test_malformed_latent_slider_names_the_expected_format(live):
+    # Used to fail with "invalid literal for int() with base 10: 'abc'".
+    with pytest.raises(ValueError, match=r"slider 'latent:abc': a latent slider is named 'latent:<id>' with an integer "
+                                         r"latent id in 0\.\.31, e\.g\. 'latent:12'"):
+        live.recommend(0, {"latent:abc": 1.0})
+    with pytest.raises(ValueError, match=r"slider 'latent:': a latent slider is named"):
+        live.steering({"latent:": 1.0})
+    with pytest.raises(KeyError, match="unknown slider 7"):
+        live.steering({7: 1.0})  # type: ignore[dict-item]

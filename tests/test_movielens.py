@@ -94,6 +94,31 @@ def test_unparseable_line_is_named(ml100k_copy, bad):
         sl.load_movielens("ml-100k", ml100k_copy)
 
 
+@pytest.mark.parametrize("bad", [b"196\t12345678901234567890\t3\t881250949\n",
+                                 b"196\t242\t3\t99999999999999999999\n"])
+def test_huge_integer_is_named_with_its_line(ml100k_copy, bad):
+    # A 20-digit id made pandas raise a bare OverflowError ("Overflow") or a ValueError without a line.
+    lines = (ml100k_copy / "u.data").read_bytes().splitlines(keepends=True)
+    lines[6] = bad
+    (ml100k_copy / "u.data").write_bytes(b"".join(lines))
+    with pytest.raises(sl.DataSourceError, match=r"u\.data, line 7: field \d is \d{20}, too large for a 64-bit integer"):
+        sl.load_movielens("ml-100k", ml100k_copy)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"Action 1\n", r"u\.genre, line 2: expected 'name\|index' \(e\.g\. 'Action\|1'\), found 'Action 1'"),
+    (b"Action|one\n", r"u\.genre, line 2: the genre index should be a non-negative integer, found 'one'"),
+    (b"Action|0\n", r"u\.genre, line 2: genre index 0 is already used on line 1"),
+])
+def test_malformed_genre_line_is_named(ml100k_copy, bad, message):
+    # Used to raise a bare IndexError (no "|") or "invalid literal for int()".
+    lines = (ml100k_copy / "u.genre").read_bytes().splitlines(keepends=True)
+    lines[1] = bad
+    (ml100k_copy / "u.genre").write_bytes(b"".join(lines))
+    with pytest.raises(sl.DataSourceError, match=message):
+        sl.load_movielens("ml-100k", ml100k_copy)
+
+
 def test_utf8_reencoded_titles_rejected(ml100k_copy):
     path = ml100k_copy / "u.item"
     path.write_bytes(path.read_bytes().decode("latin-1").encode("utf-8"))

@@ -399,3 +399,25 @@ def test_encode_sparse_equals_the_nonzeros_of_encode(kind):
         sae.encode_sparse(x.reshape(5, 10, 8))
     with pytest.raises(ValueError):
         sae.encode_sparse(torch.full((2, 8), float("nan")))
+
+
+def test_non_finite_weights_are_refused_on_save_and_load(tmp_path):
+    import hashlib
+    import io
+
+    sae = make_sae()
+    with torch.no_grad():
+        sae.b_dec[2] = float("nan")
+    with pytest.raises(SAEFileError, match=r"refusing to save the SAE.*'b_dec' \(1 NaN, 0 inf of 16\).*nothing was written"):
+        sae.save(tmp_path / "sae")
+    assert list(tmp_path.iterdir()) == []
+    # A file pair with NaN weights (written by another tool, checksum recorded) is refused on load.
+    pt, js = make_sae().save(tmp_path / "sae")
+    buf = io.BytesIO()
+    torch.save({k: v.clone() for k, v in sae.state_dict().items()}, buf)
+    pt.write_bytes(buf.getvalue())
+    meta = json.loads(js.read_text())
+    meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    js.write_text(json.dumps(meta))
+    with pytest.raises(SAEFileError, match=r"sae.pt hold non-finite values in tensor\(s\) 'b_dec'"):
+        SparseAutoencoder.load(tmp_path / "sae")

@@ -38,11 +38,21 @@ def test_shapes_and_padding_zeroed_and_finite():
     assert h.shape == (4, 8, 16)
     assert torch.isfinite(h).all()
     assert torch.all(h[ids == 0] == 0)
-    s = m.scores(ids)
-    assert s.shape == (4, NUM_ITEMS + 1)
+    s = m.scores(ids[:3])
+    assert s.shape == (3, NUM_ITEMS + 1)
     assert torch.all(torch.isneginf(s[:, 0]))
     assert torch.isfinite(s[:, 1:]).all()
-    assert torch.equal(m.last_hidden(ids), h[:, -1])
+    assert torch.equal(m.last_hidden(ids[:3]), h[:3, -1])
+
+
+def test_an_empty_history_is_not_scored():
+    # Row 3 is all padding: its final state is exactly zero, so every score would be 0 and the "top-10"
+    # would be items 1..10. It is refused, naming the row.
+    m = small_model()
+    with pytest.raises(ValueError, match="row 3 ends in padding.*empty history"):
+        m.scores(batch())
+    with pytest.raises(ValueError, match="row 0 ends in padding"):
+        m.last_hidden(torch.tensor([[5, 6, 0]]))  # right-padded
 
 
 def test_training_mode_padding_is_finite_and_zero():
@@ -74,7 +84,7 @@ def test_causality_future_items_do_not_change_past():
 
 def test_score_is_tied_head():
     m = small_model()
-    h = m.last_hidden(batch())
+    h = m.last_hidden(batch()[:3])  # row 3 (all padding) has no last state
     expected = h @ m.item_emb.weight.T
     s = m.score(h)
     torch.testing.assert_close(s[:, 1:], expected[:, 1:])
@@ -132,7 +142,7 @@ def test_config_roundtrip_and_validation():
     assert m2.config == cfg
     m2.load_state_dict(m.state_dict())
     m2.eval()
-    torch.testing.assert_close(m2.scores(batch()), m.scores(batch()))
+    torch.testing.assert_close(m2.scores(batch()[:3]), m.scores(batch()[:3]))
     assert SASRecConfig(num_items=5).ff_width == 64
     with pytest.raises(ValueError, match="n_heads"):
         SASRecConfig(num_items=5, d_model=10, n_heads=3)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import multiprocessing
+import os
 import threading
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,11 +26,19 @@ def _zip_ml100k(data_dir: Path, out: Path) -> bytes:
 
 
 @contextmanager
-def serve(payload: bytes, *, truncate: bool = False, fname: str = "ml-100k.zip"):
-    """Serve ``payload`` at /``fname``; with ``truncate`` the connection dies half-way."""
+def serve(payload: bytes, *, truncate: bool = False, fname: str = "ml-100k.zip", delay: float = 0.0,
+          requests: list | None = None):
+    """Serve ``payload`` at /``fname``; with ``truncate`` the connection dies half-way.
+
+    ``delay`` seconds pass before each answer (so concurrent downloads overlap); each request's path is
+    appended to ``requests``.
+    """
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
+            if requests is not None:
+                requests.append(self.path)
+            time.sleep(delay)
             self.send_response(200)
             self.send_header("Content-Type", "application/zip")
             self.send_header("Content-Length", str(len(payload)))
@@ -56,7 +67,8 @@ def _spec(url: str, md5: str) -> DatasetSpec:
 
 
 def _leftovers(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    """What a download left in the cache, besides the lock file that serialises downloads (kept on purpose)."""
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.exists() else []
 
 
 def test_download_with_good_md5_extracts_and_loads(data_dir, tmp_path, monkeypatch):
@@ -133,3 +145,62 @@ def test_subset_download_fetches_the_full_release_and_filters_it(ml1m_standin, t
     data = sl.load_movielens("ml-1m-u2999", cache_dir=cache, download=False)
     assert data.source.kind == "cache" and data.source.detail == "filtered to users 1–2,999"
     assert data.num_ratings == 487_650 and data.interactions["user_id"].max() == 2_999
+
+
+def _load_into_cache(cache: Path, barrier, results) -> None:
+    """One process of the concurrent-fill test: load ML-100k through the (empty) cache, report file hashes."""
+    try:
+        barrier.wait(timeout=60)
+        data = sl.load_movielens("ml-100k", cache_dir=cache)
+        folder = data.source.path
+        digests = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in sl.DATASETS["ml-100k"].required_files}
+        results.put(("ok", data.source.kind, data.num_ratings, digests))
+    except BaseException as err:  # noqa: BLE001 (reported to the parent, which fails the test)
+        results.put(("error", f"{type(err).__name__}: {err}", None, None))
+
+
+def test_concurrent_processes_filling_an_empty_cache_all_succeed(data_dir, tmp_path, monkeypatch):
+    # Four processes load the same data set into an empty cache at the same moment. Without the cache
+    # lock each downloaded and extracted, and the later finishers deleted the folder the first one was
+    # reading ("missing file .../ml-100k/u.data").
+    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    payload = _zip_ml100k(data_dir, tmp_path / "src.zip")
+    cache = tmp_path / "cache"
+    requests: list[str] = []
+    ctx = multiprocessing.get_context("fork")  # the children inherit the patched registry below
+    with serve(payload, delay=0.3, requests=requests) as url:
+        monkeypatch.setitem(sl.sources.DATASETS, "ml-100k", _spec(url, hashlib.md5(payload).hexdigest()))
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_load_into_cache, args=(cache, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+    errors = [o[1] for o in outcomes if o[0] != "ok"]
+    assert not errors, errors
+    assert all(o[2] == 100_000 for o in outcomes)
+    assert len({tuple(sorted(o[3].items())) for o in outcomes}) == 1  # identical files for everyone
+    assert {o[1] for o in outcomes} <= {"download", "cache"}
+    assert len(requests) == 1  # one download, the other three waited and read its copy
+    assert _leftovers(cache) == ["ml-100k", "ml-100k.zip"]
+
+
+def test_unwritable_cache_says_so_not_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    spec = _spec("http://127.0.0.1:9/ml-100k.zip", "0" * 32)  # never contacted
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(sl.DataSourceError, match=r"cache .*a-file/cache is not a writable folder") as info:
+        resolve_source("ml-100k", cache_dir=blocker / "cache", spec=spec)
+    assert "SEQSAE_CACHE" in str(info.value) and "SEQSAE_DATA" in str(info.value)
+    assert "Offline" not in str(info.value)
+    # A folder that exists but may not be written (simulated: the tests run as root).
+    cache = tmp_path / "read-only"
+    cache.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(sl.sources.os, "access",
+                        lambda path, mode, **kw: False if Path(path) == cache else real_access(path, mode, **kw))
+    with pytest.raises(sl.DataSourceError, match=r"read-only is not a writable folder.*SEQSAE_CACHE.*SEQSAE_DATA"):
+        fetch_archive(spec, cache)
+    assert _leftovers(cache) == [] and not any(cache.iterdir())

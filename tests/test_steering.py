@@ -397,3 +397,23 @@ def test_bad_requests_raise_clear_errors(model, ids):
         Steering.add(saved, "final", 1, 1.0)
     with pytest.raises(ValueError, match="shape"):
         scores_from_state(model, "final", torch.zeros(2, D), ids)
+
+
+def test_latents_argument_of_the_wrong_type_says_what_was_expected():
+    sae = make_sae()
+    # Strength passed where the latents go: used to fail with "'float' object is not iterable".
+    with pytest.raises(TypeError, match=r"Steering\.add: latents must be a latent id \(an int\) or a sequence of ints"
+                                        r".*got float \(3\.0\).*Steering\.add\(sae, capture_point, latents, values\)"):
+        Steering.add(sae, "final", 3.0, 1.0)
+    with pytest.raises(TypeError, match=r"Steering\.ablate: latents must be .* got NoneType.*latents\)$"):
+        Steering.ablate(sae, "final", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Steering\.set: latents .* got str \('3'\)"):
+        Steering.set(sae, "final", "3", 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"latents .* got bool"):
+        Steering.add(sae, "final", True, 1.0)
+    # What was accepted before still is: an int, numpy and torch integers, sequences and 1-element tensors.
+    import numpy as np
+
+    assert [e.latent for e in Steering.add(sae, "final", np.int64(3), 1.0).edits] == [3]
+    assert [e.latent for e in Steering.add(sae, "final", np.array([1, 2]), 1.0).edits] == [1, 2]
+    assert [e.latent for e in Steering.add(sae, "final", torch.tensor(5), 1.0).edits] == [5]
