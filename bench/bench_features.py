@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SAE_ML100K_FINAL, load_pretrained_sae, load_pretrained_sasrec, training_activations
+from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, load_pretrained_sae, load_pretrained_sasrec, training_activations
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, training_activations
+from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, training_activations
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SASREC_ML100K, load_pretrained_sasrec
+from seqsae_lib.experiments.pretrained import SASREC_ML100K, load_pretrained_sasrec
 
 
 def epoch_seconds(split, threads: int, naive: bool, epochs: int) -> tuple[float, int]:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import shipped_pipeline
+from seqsae_lib.experiments.pretrained import shipped_pipeline
 
 SAE_STRENGTHS = (0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8)  # as in chapter 5
 RERANK_STRENGTHS = (0.25, 0.5, 1, 1.5, 2, 3, 4)
@@ -36,10 +36,10 @@ def main() -> None:
     data = sl.make_sequences(sl.load_movielens("ml-100k"))
     split = sl.leave_one_out(data)
     model, sae, store = shipped_pipeline(split)
-    codes = sl.features.latent_activations(sae, store)
+    codes = sl.interpret.features.latent_activations(sae, store)
     concepts = ["Comedy", "Horror", "Film-Noir", "1970s", "popular"]
     start = time.perf_counter()
-    chosen = {c: sl.select_latents(sl.concepts.get_concept(data, c), sae, model, "final", codes=codes, store=store)
+    chosen = {c: sl.select_latents(sl.steering.concepts.get_concept(data, c), sae, model, "final", codes=codes, store=store)
               for c in concepts}
     print(f"threads={args.threads}; latents chosen for {len(concepts)} concepts in {time.perf_counter() - start:.2f} s")
     live = sl.LiveSteering(model, sae, data, split.test_inputs, chosen)
@@ -59,12 +59,12 @@ def main() -> None:
     live.recommend(0)
     print(f"picking a new user (one forward pass + unsteered top-10): {(time.perf_counter() - start) * 1e3:.1f} ms")
 
-    concept = sl.concepts.get_concept(data, args.concept)
+    concept = sl.steering.concepts.get_concept(data, args.concept)
     start = time.perf_counter()
     latents = sl.select_latents(concept, sae, model, "final", codes=codes, store=store)
-    methods = sl.steering_eval.steering_methods(concept, sae, store, latents, codes=codes)
+    methods = sl.steering.evaluation.steering_methods(concept, sae, store, latents, codes=codes)
     grids = {name: RERANK_STRENGTHS if name == "re-ranking" else SAE_STRENGTHS for name in methods}
-    sl.steering_eval.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
+    sl.steering.evaluation.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
     n_points = sum(len(g) for g in grids.values())
     print(f"evaluation grid for {args.concept!r}: {len(methods)} methods, {n_points} strengths, "
           f"{data.num_users} users in {time.perf_counter() - start:.1f} s")

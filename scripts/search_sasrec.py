@@ -7,7 +7,7 @@ trains the base recipe and, one at a time, each variation of it (``--grid``: eve
 with one seed, and prints per configuration the best validation NDCG@10 and HR@10, the best epoch, the
 epochs run, why training stopped, seconds per epoch and total seconds. Test targets are never scored: the
 split's test part is not touched, so nothing here can choose on test. The base is the data set's recipe
-in ``seqsae_lib.pretrained.SASREC_RECIPES`` or, without one, ML-100k's (``--base`` picks another).
+in ``seqsae_lib.experiments.pretrained.SASREC_RECIPES`` or, without one, ML-100k's (``--base`` picks another).
 
 A variation ``key=value[,value...]`` sets a ``seqsae_lib.SASRec`` argument (``d_model``, ``n_layers``,
 ``n_heads``, ``dropout``, ``max_len``) or a ``TrainConfig`` field (``lr``, ``batch_size``,
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SASREC_ML100K, SASREC_RECIPES, SASRecRecipe, train_from_recipe
-from seqsae_lib.training import TrainConfig
+from seqsae_lib.experiments.pretrained import SASREC_ML100K, SASREC_RECIPES, SASRecRecipe, train_from_recipe
+from seqsae_lib.model.training import TrainConfig
 
 MODEL_KEYS = ("max_len", "d_model", "n_layers", "n_heads", "dropout")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)

@@ -1,6 +1,6 @@
 """Train the shipped SAE on the shipped SASRec, measure it, and save it with its figures.
 
-The one documented command that produces ``seqsae_lib/pretrained/sae_ml100k_final.{pt,json}``:
+The one documented command that produces ``seqsae_lib/experiments/pretrained/sae_ml100k_final.{pt,json}``:
 
     python scripts/train_sae.py --save --threads 2
 
@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance
-from seqsae_lib.pretrained import training_activations
+from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance
+from seqsae_lib.experiments.pretrained import training_activations
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
                      sae=sae_kwargs, train=train_kwargs)
     if args.save and (recipe != SAE_ML100K_FINAL or args.seed != 0):
         parser.error("--save ships the recipe as it is: drop the overrides (or change the recipe in "
-                     "seqsae_lib/pretrained/__init__.py)")
+                     "seqsae_lib/experiments/pretrained/__init__.py)")
 
     sl.set_threads(args.threads)
     split = sl.leave_one_out(sl.make_sequences(sl.load_movielens(SASREC_ML100K.dataset), **SASREC_ML100K.sequences))

@@ -1,6 +1,6 @@
 """Train a data set's SASRec recipe with several seeds, report mean and spread, save one checkpoint.
 
-The one documented command that produces ``seqsae_lib/pretrained/sasrec_ml100k.{pt,json}``:
+The one documented command that produces ``seqsae_lib/experiments/pretrained/sasrec_ml100k.{pt,json}``:
 
     python scripts/train_sasrec.py --seeds 0 1 2 --save-seed 0 --threads 2
 
@@ -10,7 +10,7 @@ weights with all these figures recorded in the JSON beside them. ``--tie-break i
 under the item-id tie-break instead (nothing is saved unless ``--save-seed`` is given and the tie-break is
 the recipe's).
 
-``--dataset`` picks that data set's recipe from ``seqsae_lib.pretrained.SASREC_RECIPES`` (the checkpoint is
+``--dataset`` picks that data set's recipe from ``seqsae_lib.experiments.pretrained.SASREC_RECIPES`` (the checkpoint is
 named after the recipe); a data set without a recipe (e.g. ``ml-1m``) is trained with the ML-100k recipe's
 settings and nothing is saved. ``--max-epochs``, ``--patience`` and ``--time-budget`` override the recipe's
 training settings (smoke tests, time-boxed runs); overrides are recorded in a saved checkpoint's JSON.
@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SASREC_ML100K, SASREC_RECIPES, pretrained_stem, train_from_recipe
+from seqsae_lib.experiments.pretrained import SASREC_ML100K, SASREC_RECIPES, pretrained_stem, train_from_recipe
 
 
 def main() -> None:

@@ -5,43 +5,44 @@ data -> model -> activations -> SAE -> interpretation -> steering -> plots/widge
 uses is importable from the top level (``import seqsae_lib as sl``).
 """
 
-from seqsae_lib.sources import (
+from seqsae_lib.data.sources import (
     DATASETS, SUBSETS, DataSource, DataSourceError, DatasetSpec, SubsetSource, SubsetSpec, resolve_source,
     resolve_subset_source,
 )
-from seqsae_lib.movielens import PlantedTopics, RatingsData, load_movielens
-from seqsae_lib.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
-from seqsae_lib.synthetic import make_synthetic
-from seqsae_lib.runtime import resolve_device, set_seed, set_threads
-from seqsae_lib.reporting import KeyFigureMismatchError, key_figures
-from seqsae_lib.batching import NextItemDataset, left_pad, make_train_loader
-from seqsae_lib.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
-from seqsae_lib.capture import Recording, intervene, record
-from seqsae_lib.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
-from seqsae_lib.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.training import History, TrainConfig, train_sasrec
-from seqsae_lib.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
-from seqsae_lib.activations import ActivationFileError, ActivationStore, collect_activations
-from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
-from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
-from seqsae_lib.sae_metrics import (
+from seqsae_lib.data.movielens import PlantedTopics, RatingsData, load_movielens
+from seqsae_lib.data.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
+from seqsae_lib.data.synthetic import make_synthetic
+from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
+from seqsae_lib.utils.reporting import KeyFigureMismatchError, key_figures
+from seqsae_lib.data.batching import NextItemDataset, left_pad, make_train_loader
+from seqsae_lib.model.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
+from seqsae_lib.model.capture import Recording, intervene, record
+from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
+from seqsae_lib.model.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
+from seqsae_lib.model.training import History, TrainConfig, train_sasrec
+from seqsae_lib.model.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
+from seqsae_lib.sae.activations import ActivationFileError, ActivationStore, collect_activations
+from seqsae_lib.sae.autoencoder import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
+from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
+from seqsae_lib.sae.metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
 )
-from seqsae_lib.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
-from seqsae_lib.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
-from seqsae_lib.labels import auto_label
-from seqsae_lib.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery, score_unit_types
-from seqsae_lib.atlas import FeatureAtlas, FeatureCard, build_atlas
-from seqsae_lib.planted import PlantedExperiment, planted_topic_experiment
-from seqsae_lib.steering import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores
-from seqsae_lib.concepts import Concept, concept_steering, decade_concept, genre_concept, popularity_concept, select_latents
-from seqsae_lib.steering_eval import evaluate_steering, pareto_front, share_at_equal_cost
-from seqsae_lib.explain import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
-from seqsae_lib.live import LiveSteering, Recommendations, before_after_grid
-from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib import activations, atlas, capture, explain, live, checkpoints, concepts, evaluation, features, fidelity, labels, monosemanticity, movielens, planted, plots, pretrained, sae, sasrec, sequences, sources, steering, steering_eval, training
-from seqsae_lib.plots import (
+from seqsae_lib.sae.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
+from seqsae_lib.interpret.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
+from seqsae_lib.interpret.labels import auto_label
+from seqsae_lib.interpret.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery, score_unit_types
+from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
+from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment
+from seqsae_lib.steering.edits import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores
+from seqsae_lib.steering.concepts import Concept, concept_steering, decade_concept, genre_concept, popularity_concept, select_latents
+from seqsae_lib.steering.evaluation import evaluate_steering, pareto_front, share_at_equal_cost
+from seqsae_lib.interpret.explain import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
+from seqsae_lib.steering.live import LiveSteering, Recommendations, before_after_grid
+from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
+from seqsae_lib import data, experiments, interpret, model, sae, steering, utils, viz
+from seqsae_lib.experiments import pretrained
+from seqsae_lib.viz.plots import (
     plot_density_histogram, plot_explanation, plot_feature_card, plot_genre_counts, plot_planted_recovery, plot_sae_frontier,
     plot_sae_training, plot_sequence_lengths, plot_split, plot_steering_tradeoff, plot_topic_transitions,
     plot_unit_type_comparison,
@@ -55,5 +56,5 @@ def __getattr__(name: str) -> object:
     if name == "widgets":
         import importlib
 
-        return importlib.import_module("seqsae_lib.widgets")
+        return importlib.import_module("seqsae_lib.viz.widgets")
     raise AttributeError(f"module 'seqsae_lib' has no attribute {name!r}")

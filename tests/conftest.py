@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # The chapters run under nbval in kernels started by this pytest process: they inherit this variable, so
-# every ``sl.key_figures(...)`` call compares its figures with their measured tolerances (seqsae_lib.reporting).
+# every ``sl.key_figures(...)`` call compares its figures with their measured tolerances (seqsae_lib.utils.reporting).
 os.environ.setdefault("SEQSAE_KEY_FIGURES_CHECK", str(REPO / "chapters" / "key_figures.json"))
 
 
@@ -100,7 +100,7 @@ def ml1m_standin_facts(data_dir, tmp_path_factory) -> dict:
                               rng.integers(975_000_000, 1_046_000_000, len(items)))
     ]
     (folder / "ratings.dat").write_bytes(prefix + "".join(lines).encode("latin-1"))
-    ratings = sl.movielens.parse_ml1m_ratings(folder / "ratings.dat")
+    ratings = sl.data.movielens.parse_ml1m_ratings(folder / "ratings.dat")
     assert len(ratings) == prefix.count(b"\n") + len(lines)
     return {"folder": root, "ratings": len(ratings), "rated_items": int(ratings["item_id"].nunique())}
 
@@ -113,9 +113,9 @@ def ml1m_standin(ml1m_standin_facts, monkeypatch) -> Path:
     """
     import seqsae_lib as sl
 
-    patched = {**sl.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": ml1m_standin_facts["ratings"],
+    patched = {**sl.data.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": ml1m_standin_facts["ratings"],
                "rated_items": ml1m_standin_facts["rated_items"]}
-    monkeypatch.setitem(sl.movielens.EXPECTED_COUNTS, "ml-1m", patched)
+    monkeypatch.setitem(sl.data.movielens.EXPECTED_COUNTS, "ml-1m", patched)
     return ml1m_standin_facts["folder"]
 
 

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.activations (chapter 3)."""
+"""Tests for seqsae_lib.sae.activations (chapter 3)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.activations import ActivationFileError, ActivationStore, collect_activations
-from seqsae_lib.batching import left_pad
-from seqsae_lib.capture import record
-from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.sae.activations import ActivationFileError, ActivationStore, collect_activations
+from seqsae_lib.data.batching import left_pad
+from seqsae_lib.model.capture import record
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
 
 MAX_LEN = 12  # shorter than most synthetic sequences, so windows really cut
 

@@ -68,7 +68,7 @@ def test_search_category_and_gallery(tiny_atlas):
     assert (enriched["lift"].diff().dropna() <= 0).all()
     gallery = atlas.gallery(4, min_frequency=0.0)
     assert len(set(gallery)) == len(gallery) <= 4
-    assert not atlas.labels.loc[gallery, "label"].isin([sl.labels.DEAD, sl.labels.NO_PROFILE]).any()
+    assert not atlas.labels.loc[gallery, "label"].isin([sl.interpret.labels.DEAD, sl.interpret.labels.NO_PROFILE]).any()
 
 
 def test_atlas_errors(tiny_atlas):
@@ -127,11 +127,11 @@ def test_interpretability_summary(tiny_atlas):
     s = atlas.interpretability(min_frequency=0.05)
     fires = atlas.stats["n_fires"] > 0
     assert s["latents"] == 48 and s["alive"] == pytest.approx(fires.mean())
-    labelled = ~atlas.labels["label"].isin([sl.labels.DEAD, sl.labels.NO_PROFILE])
+    labelled = ~atlas.labels["label"].isin([sl.interpret.labels.DEAD, sl.interpret.labels.NO_PROFILE])
     assert s["labelled"] == pytest.approx(labelled[fires].mean())
     assert s["frequent"] == (atlas.stats["frequency"] >= 0.05).sum()
     # The medians are those of the public scoring function on the atlas's codes.
-    gn, _ = sl.monosemanticity.genre_matrices(atlas.store, atlas.seq_data)
+    gn, _ = sl.interpret.monosemanticity.genre_matrices(atlas.store, atlas.seq_data)
     direct = sl.monosemanticity_scores(atlas.codes, gn, genre_names=list(atlas.seq_data.genre_names))
     assert s["median auc_next"] == pytest.approx(float(np.median(direct["auc_next"])))
     assert s["median purity_lift"] == pytest.approx(float(np.median(direct["purity_lift"])))
@@ -162,7 +162,7 @@ def test_tradeoff_plot_draws_any_list_metric(tiny_atlas):
 
 
 def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_split, train_tiny_sasrec, monkeypatch):
-    import seqsae_lib.atlas as atlas_module
+    import seqsae_lib.interpret.atlas as atlas_module
 
     model = train_tiny_sasrec(tiny_split, epochs=2)
     store = sl.collect_activations(model, tiny_split.train, "block_0", next_items=tiny_split.valid_targets,
@@ -185,4 +185,4 @@ def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_sp
     assert card.suppressed["item"].tolist() == low["item"].tolist()
     assert card.promoted.attrs["method"] == "finite-difference"
     with pytest.raises(ValueError, match="item effects"):
-        sl.features.rank_item_effects(np.zeros(3), "exact", num_items=5)
+        sl.interpret.features.rank_item_effects(np.zeros(3), "exact", num_items=5)

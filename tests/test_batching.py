@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.batching (chapter 2)."""
+"""Tests for seqsae_lib.data.batching (chapter 2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.batching import (
+from seqsae_lib.data.batching import (
     NextItemDataset,
     check_history,
     check_sequences,

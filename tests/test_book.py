@@ -91,8 +91,8 @@ def test_math_and_widget_javascript_are_local(html_dir):
 
 def test_api_and_glossary_pages(html_dir):
     api = (html_dir / "book" / "api.html").read_text(encoding="utf-8")
-    for name in ("seqsae_lib.sasrec.SASRec", "seqsae_lib.sae.SparseAutoencoder", "seqsae_lib.explain.explain_final",
-                 "seqsae_lib.live.LiveSteering"):
+    for name in ("seqsae_lib.model.sasrec.SASRec", "seqsae_lib.sae.autoencoder.SparseAutoencoder", "seqsae_lib.interpret.explain.explain_final",
+                 "seqsae_lib.steering.live.LiveSteering"):
         assert f'id="{name}"' in api, f"API page lacks {name}"
     assert "Capture point" in (html_dir / "book" / "glossary.html").read_text(encoding="utf-8")
 

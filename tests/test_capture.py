@@ -1,12 +1,12 @@
-"""Tests for seqsae_lib.capture (chapters 3 and 7)."""
+"""Tests for seqsae_lib.model.capture (chapters 3 and 7)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from seqsae_lib.capture import intervene, record
-from seqsae_lib.sasrec import SASRec
+from seqsae_lib.model.capture import intervene, record
+from seqsae_lib.model.sasrec import SASRec
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.checkpoints (chapter 2)."""
+"""Tests for seqsae_lib.model.checkpoints (chapter 2)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.checkpoints import (
+from seqsae_lib.model.checkpoints import (
     CheckpointError,
     FingerprintMismatchError,
     checkpoint_paths,
     load_checkpoint,
     save_checkpoint,
 )
-from seqsae_lib.sasrec import SASRec
+from seqsae_lib.model.sasrec import SASRec
 
 FP = {"dataset": "ml-100k", "min_rating": 0, "num_items": 1349, "n_users": 943, "params": {"k_core": 5}}
 
@@ -159,7 +159,7 @@ def test_non_finite_weights_are_refused_on_save_and_load(tmp_path: Path):
 def test_weights_hash_in_memory_is_the_one_a_checkpoint_records(tmp_path: Path):
     import copy
 
-    from seqsae_lib.fileio import module_weights_sha256
+    from seqsae_lib.utils.fileio import module_weights_sha256
 
     m = model()
     _, js = save_checkpoint(m, tmp_path / "sasrec", fingerprint=FP)

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.concepts (chapter 5)."""
+"""Tests for seqsae_lib.steering.concepts (chapter 5)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.activations import ActivationStore, collect_activations
-from seqsae_lib.concepts import (
+from seqsae_lib.sae.activations import ActivationStore, collect_activations
+from seqsae_lib.steering.concepts import (
     SELECTION_COLUMNS,
     Concept,
     UnknownConceptError,
@@ -28,10 +28,10 @@ from seqsae_lib.concepts import (
     select_latents,
     year_range_concept,
 )
-from seqsae_lib.features import LatentCodes, latent_activations
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering import steered_scores
+from seqsae_lib.interpret.features import LatentCodes, latent_activations
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.steering.edits import steered_scores
 
 D = 16
 MAX_LEN = 12

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.evaluation (chapter 2)."""
+"""Tests for seqsae_lib.model.evaluation (chapter 2)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.sasrec import SASRec
+from seqsae_lib.model.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
+from seqsae_lib.model.sasrec import SASRec
 
 
 class TableScorer:
@@ -89,7 +89,7 @@ def test_model_path_matches_manual_and_restores_mode():
     res = evaluate(m, inputs, targets, num_items=20, k=(5,))
     assert m.training  # restored
     m.eval()
-    from seqsae_lib.batching import left_pad
+    from seqsae_lib.data.batching import left_pad
 
     with torch.no_grad():
         s = m.scores(left_pad(inputs, 6))

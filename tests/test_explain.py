@@ -1,4 +1,4 @@
-"""Per-feature explanations of recommendation scores (seqsae_lib.explain)."""
+"""Per-feature explanations of recommendation scores (seqsae_lib.interpret.explain)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import seqsae_lib as sl
-from seqsae_lib.explain import (
+from seqsae_lib.interpret.explain import (
     counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
 )
 
@@ -147,7 +147,7 @@ def test_bad_histories_are_refused_naming_position_and_value(parts):
 def test_sae_made_for_another_sasrec_is_refused(parts, tmp_path):
     import copy
 
-    from seqsae_lib.fileio import module_weights_sha256
+    from seqsae_lib.utils.fileio import module_weights_sha256
 
     model, saes, split, seq = parts
     # An SAE saved with the hash of the SASRec it was trained on (as the shipped SAE is) ...

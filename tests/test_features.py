@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.features (chapter 4): sparse codes, statistics, contexts, items and profiles."""
+"""Tests for seqsae_lib.interpret.features (chapter 4): sparse codes, statistics, contexts, items and profiles."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.activations import ActivationStore
-from seqsae_lib.features import (
+from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.interpret.features import (
     PROFILE_COLUMNS,
     LatentCodes,
     category_profile,
@@ -22,9 +22,9 @@ from seqsae_lib.features import (
     top_contexts,
     user_profile,
 )
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sasrec import SASRec
-from seqsae_lib.sequences import SequenceData
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.model.sasrec import SASRec
+from seqsae_lib.data.sequences import SequenceData
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Children's")
 
@@ -245,10 +245,10 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     seqs = [rng.integers(1, 21, size=int(rng.integers(2, 7))) for _ in range(12)]
     fd = promoted_items(model, sae, "block_0", 5, n=20, sequences=seqs, alpha=1e-3, n_states=12)
     assert fd.attrs["method"] == "finite-difference"
-    from seqsae_lib.batching import left_pad
+    from seqsae_lib.data.batching import left_pad
 
     ids = left_pad(seqs, 6)
-    from seqsae_lib.capture import record
+    from seqsae_lib.model.capture import record
 
     with record(model, "block_0") as rec:
         model(ids)
@@ -342,11 +342,11 @@ def test_decade_popularity_user_profiles():
 
 def test_end_to_end_on_synthetic_pipeline():
     """The real pipeline objects: synthetic data -> sequences -> split -> SASRec states -> SAE codes."""
-    from seqsae_lib.activations import collect_activations
-    from seqsae_lib.labels import auto_label
-    from seqsae_lib.monosemanticity import genre_matrices, monosemanticity_scores, planted_recovery
-    from seqsae_lib.sequences import leave_one_out, make_sequences
-    from seqsae_lib.synthetic import make_synthetic
+    from seqsae_lib.sae.activations import collect_activations
+    from seqsae_lib.interpret.labels import auto_label
+    from seqsae_lib.interpret.monosemanticity import genre_matrices, monosemanticity_scores, planted_recovery
+    from seqsae_lib.data.sequences import leave_one_out, make_sequences
+    from seqsae_lib.data.synthetic import make_synthetic
 
     data = make_sequences(make_synthetic(num_users=40, num_items=120, num_topics=4, min_length=8, max_length=25, seed=0))
     split = leave_one_out(data)

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.fidelity (chapter 3)."""
+"""Tests for seqsae_lib.sae.fidelity (chapter 3)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.activations import collect_activations
-from seqsae_lib.capture import record
-from seqsae_lib.evaluation import evaluate
-from seqsae_lib.fidelity import (
+from seqsae_lib.sae.activations import collect_activations
+from seqsae_lib.model.capture import record
+from seqsae_lib.model.evaluation import evaluate
+from seqsae_lib.sae.fidelity import (
     FIDELITY_CONDITIONS,
     downstream_fidelity,
     fidelity_per_user,
     next_item_cross_entropy,
     splice,
 )
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
 
 D = 16
 MAX_LEN = 12

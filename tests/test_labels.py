@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.labels (chapter 4): automatic labels from profiles."""
+"""Tests for seqsae_lib.interpret.labels (chapter 4): automatic labels from profiles."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqsae_lib.features import PROFILE_COLUMNS, category_profile
-from seqsae_lib.labels import DEAD, NO_PROFILE, auto_label, evidence_table
+from seqsae_lib.interpret.features import PROFILE_COLUMNS, category_profile
+from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Children's"]
 

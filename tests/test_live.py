@@ -17,7 +17,7 @@ def live(tiny_seq, tiny_split, train_tiny_sasrec):
                           sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
     sae.eval()
     topic = tiny_seq.genre_names[0]
-    latents = sl.select_latents(sl.concepts.get_concept(tiny_seq, topic), sae, model, "final", n=3)
+    latents = sl.select_latents(sl.steering.concepts.get_concept(tiny_seq, topic), sae, model, "final", n=3)
     return sl.LiveSteering(model, sae, tiny_seq, tiny_split.test_inputs, {topic: latents}, k=5)
 
 
@@ -113,7 +113,7 @@ def test_bad_histories_are_refused_on_construction(live, tiny_split):
 def test_sae_made_for_another_sasrec_is_refused_on_construction(live, tiny_split, tmp_path):
     import copy
 
-    from seqsae_lib.fileio import module_weights_sha256
+    from seqsae_lib.utils.fileio import module_weights_sha256
 
     copy.deepcopy(live.sae).save(tmp_path / "sae", {"sasrec_weights_sha256": module_weights_sha256(live.model)})
     sae = sl.SparseAutoencoder.load(tmp_path / "sae")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.sources import resolve_subset_source
+from seqsae_lib.data.sources import resolve_subset_source
 
 PREFIX_SHA256 = "1273c4edfe3c0ff9e3a0a0d55819faeb947da0ad7df3927333b51ebefbeedc3d"
 
@@ -42,7 +42,7 @@ def test_spec_and_counts_are_the_published_facts():
     spec = sl.SUBSETS["ml-1m-u2999"]
     assert spec.title == "MovieLens-1M, users 1–2,999 (487,650 ratings)"
     assert spec.parent == "ml-1m" and spec.max_user_id == 2_999 and spec.ratings_sha256 == PREFIX_SHA256
-    counts = sl.movielens.EXPECTED_COUNTS["ml-1m-u2999"]
+    counts = sl.data.movielens.EXPECTED_COUNTS["ml-1m-u2999"]
     assert (counts["ratings"], counts["users"], counts["rated_items"]) == (487_650, 2_999, 3_615)
 
 
@@ -55,7 +55,7 @@ def test_prefix_gz_loads_with_published_counts(ml1m_u2999):
     assert data.interactions["user_id"].min() == 1 and data.interactions["user_id"].max() == 2_999
     # Metadata exactly as "ml-1m" carries it: titles, years, genres, demographics (of the subset's users).
     assert data.items.loc[1, "title"] == "Toy Story (1995)" and data.items.loc[1, "year"] == 1995
-    assert data.genre_names == sl.movielens.ML1M_GENRES and data.item_genres.shape == (3_883, 18)
+    assert data.genre_names == sl.data.movielens.ML1M_GENRES and data.item_genres.shape == (3_883, 18)
     assert list(data.users.index) == list(range(1, 3_000))
     assert list(data.users.columns) == ["age", "age_group", "gender", "occupation", "zip_code"]
     assert data.source.path.name == "ml-1m-first2999users" and not data.source.detail
@@ -86,7 +86,7 @@ def _assert_same_sequences(a: sl.SequenceData, b: sl.SequenceData) -> None:
 
 def test_full_ml1m_filtered_gives_identical_sequences(ml1m_u2999, ml1m_standin):
     """Full file filtered to users <= 2,999 and the subset's own file give the same SequenceData."""
-    assert sl.movielens.EXPECTED_COUNTS["ml-1m-u2999"]["ratings"] == 487_650  # only ml-1m's counts are patched
+    assert sl.data.movielens.EXPECTED_COUNTS["ml-1m-u2999"]["ratings"] == 487_650  # only ml-1m's counts are patched
     full = sl.load_movielens("ml-1m", ml1m_standin)  # the stand-in passes as "ml-1m" (patched counts)
     assert full.interactions["user_id"].max() == 6_040
     data = sl.load_movielens("ml-1m-u2999", ml1m_standin)
@@ -115,13 +115,13 @@ def test_subset_file_is_preferred_over_the_full_release(ml1m_standin, data_dir, 
 
 
 def test_resolution_order_and_missing_files(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv(sl.sources.DATA_ENV_VAR, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(sl.data.sources.DATA_ENV_VAR, str(tmp_path / "nowhere"))
     assert resolve_subset_source("ml-1m-u2999", data_dir).kind == "argument"  # data_dir wins
-    monkeypatch.setenv(sl.sources.DATA_ENV_VAR, str(data_dir))
+    monkeypatch.setenv(sl.data.sources.DATA_ENV_VAR, str(data_dir))
     found = resolve_subset_source("ml-1m-u2999", cache_dir=tmp_path)
     assert found.kind == "environment" and not found.filtered
     # Pointing at the wrong place is an error naming what is missing, not a silent download.
-    monkeypatch.setenv(sl.sources.DATA_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(sl.data.sources.DATA_ENV_VAR, str(tmp_path))
     with pytest.raises(sl.DataSourceError, match=r"\$SEQSAE_DATA points at .* holds neither .*ml-1m-first2999users"):
         resolve_subset_source("ml-1m-u2999", cache_dir=tmp_path)
     (tmp_path / "ml-1m-first2999users").mkdir()
@@ -129,7 +129,7 @@ def test_resolution_order_and_missing_files(data_dir, tmp_path, monkeypatch):
     with pytest.raises(sl.DataSourceError, match=r"ratings\.dat\.gz, but .*ml-1m lacks movies\.dat, users\.dat"):
         sl.load_movielens("ml-1m-u2999", tmp_path)
     # Without data_dir and environment: the cache, else (download=False) an error saying where it looked.
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR)
     with pytest.raises(sl.DataSourceError, match=r"ml-1m-u2999: no local copy found .*download=False"):
         resolve_subset_source("ml-1m-u2999", cache_dir=tmp_path / "empty", download=False)
     shutil.copytree(data_dir / "ml-1m", tmp_path / "ml-1m")

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.monosemanticity (chapter 4): scores with known answers, unit types, summaries."""
+"""Tests for seqsae_lib.interpret.monosemanticity (chapter 4): scores with known answers, unit types, summaries."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.features import LatentCodes, latent_activations
-from seqsae_lib.monosemanticity import (
+from seqsae_lib.interpret.features import LatentCodes, latent_activations
+from seqsae_lib.interpret.monosemanticity import (
     auc_matrix,
     bootstrap_median_ci,
     compare_unit_types,
@@ -22,7 +22,7 @@ from seqsae_lib.monosemanticity import (
     sae_units,
     untrained_sae_units,
 )
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 
 
 def genres(n: int = 5000, g: int = 5, seed: int = 0) -> np.ndarray:

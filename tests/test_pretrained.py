@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import seqsae_lib as sl
-from seqsae_lib.pretrained import SASREC_ML100K, load_pretrained_sasrec, pretrained_stem
+from seqsae_lib.experiments.pretrained import SASREC_ML100K, load_pretrained_sasrec, pretrained_stem
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,14 @@ def test_recipe_runs_on_ml1m_shapes(ml1m_u2999):
     model = sl.SASRec(num_items=split.num_items, **SASREC_ML100K.model)
     inputs = sl.left_pad([s[:-1] for s in split.train[:8]], model.max_len)
     targets = sl.left_pad([s[1:] for s in split.train[:8]], model.max_len)
-    loss, n = sl.training.sequence_loss(model, inputs, targets)
+    loss, n = sl.model.training.sequence_loss(model, inputs, targets)
     loss.backward()
     assert torch.isfinite(loss) and n == int((targets != 0).sum())
     assert model.scores(inputs).shape == (8, split.num_items + 1)
 
 
 def test_shipped_sae_reproduces_recorded_figures(recipe_split):
-    from seqsae_lib.pretrained import SAE_ML100K_FINAL, load_pretrained_sae, training_activations
+    from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, load_pretrained_sae, training_activations
 
     split = recipe_split
     model, _ = load_pretrained_sasrec(split.fingerprint)
@@ -76,7 +76,7 @@ def test_shipped_sae_reproduces_recorded_figures(recipe_split):
 def test_shipped_sae_refuses_another_capture_point(recipe_split):
     from dataclasses import replace
 
-    from seqsae_lib.pretrained import SAE_ML100K_FINAL, load_pretrained_sae
+    from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, load_pretrained_sae
 
     with pytest.raises(sl.SAEMetadataMismatchError, match="capture_point"):
         load_pretrained_sae(recipe_split.fingerprint, replace(SAE_ML100K_FINAL, capture_point="block_0"))
@@ -86,7 +86,7 @@ def test_shipped_sae_refuses_a_retrained_sasrec(recipe_split, tmp_path, monkeypa
     """The SAE records the hash of the SASRec weights it read; a different SASRec file is refused."""
     import shutil
 
-    import seqsae_lib.pretrained as pretrained
+    import seqsae_lib.experiments.pretrained as pretrained
 
     for name in (SASREC_ML100K.name, pretrained.SAE_ML100K_FINAL.name):
         for suffix in (".pt", ".json"):
@@ -102,7 +102,7 @@ def test_shipped_sae_refuses_a_retrained_sasrec(recipe_split, tmp_path, monkeypa
 
 
 def test_shipped_pipeline_loads_matching_parts(recipe_split):
-    from seqsae_lib.pretrained import SAE_ML100K_FINAL, shipped_pipeline
+    from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, shipped_pipeline
 
     model, sae, store = shipped_pipeline(recipe_split)
     assert not model.training and not sae.training
@@ -115,7 +115,7 @@ def test_pretrained_folder_can_be_redirected(recipe_split, tmp_path, monkeypatch
     """``SEQSAE_PRETRAINED`` (used by ``make retrain``) replaces the shipped folder, with a clear error when empty."""
     import shutil
 
-    from seqsae_lib.pretrained import PRETRAINED_DIR, PRETRAINED_ENV_VAR
+    from seqsae_lib.experiments.pretrained import PRETRAINED_DIR, PRETRAINED_ENV_VAR
 
     monkeypatch.setenv(PRETRAINED_ENV_VAR, str(tmp_path))
     assert pretrained_stem("sasrec_ml100k") == tmp_path / "sasrec_ml100k"
@@ -130,7 +130,7 @@ def test_pretrained_folder_can_be_redirected(recipe_split, tmp_path, monkeypatch
 
 
 def test_recipe_registry_picks_each_data_sets_recipe():
-    from seqsae_lib.pretrained import SASREC_RECIPES, sasrec_recipe
+    from seqsae_lib.experiments.pretrained import SASREC_RECIPES, sasrec_recipe
 
     assert sasrec_recipe("ml-100k") is SASREC_ML100K
     for dataset, recipe in SASREC_RECIPES.items():

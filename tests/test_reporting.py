@@ -32,7 +32,7 @@ def test_values_inside_their_tolerance_pass(reference):
 
 
 def test_a_figure_off_by_ten_percent_fails(reference):
-    with pytest.raises(sl.KeyFigureMismatchError, match=r"ndcg = 0\.12222, expected 0\.1111 \+- 0\.002"):
+    with pytest.raises(sl.KeyFigureMismatchError, match=r"ndcg = 0\.1222\d?, expected 0\.1111 \+- 0\.002"):
         sl.key_figures(ndcg=0.1111 * 1.1)
 
 

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.sae (chapter 3): the SAE module, its losses, folding and persistence."""
+"""Tests for seqsae_lib.sae.autoencoder (chapter 3): the SAE module, its losses, folding and persistence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.sae import (
+from seqsae_lib.sae.autoencoder import (
     SAEConfig,
     SAEFileError,
     SAEMetadataMismatchError,

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.sae_metrics (chapter 3): reconstruction metrics with known answers."""
+"""Tests for seqsae_lib.sae.metrics (chapter 3): reconstruction metrics with known answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder, is_dead
-from seqsae_lib.sae_metrics import (
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder, is_dead
+from seqsae_lib.sae.metrics import (
     cosine_similarity,
     dead_fraction,
     dense_fraction,

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.sae_training (chapter 3): training SAEs on synthetic activations with known atoms.
+"""Tests for seqsae_lib.sae.training (chapter 3): training SAEs on synthetic activations with known atoms.
 
 The synthetic activations are sums of 3-4 of 128 random unit "atoms" in 32 dimensions with positive
 magnitudes, a constant offset and a little noise: a TopK SAE should find the atoms as decoder rows.
@@ -12,10 +12,10 @@ import pytest
 import pandas as pd
 import torch
 
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sae_metrics import evaluate_reconstruction
-from seqsae_lib.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib.sae_training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae.metrics import evaluate_reconstruction
+from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
+from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
 
 D, N_ATOMS, N = 32, 128, 20_000
 

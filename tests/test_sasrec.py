@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.sasrec (chapter 2)."""
+"""Tests for seqsae_lib.model.sasrec (chapter 2)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
+from seqsae_lib.model.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
 
 NUM_ITEMS = 30
 
@@ -159,7 +159,7 @@ def test_config_roundtrip_and_validation():
 def test_embedding_scale_option():
     m = small_model(scale_embeddings=True, dropout=0.0)
     ids = torch.tensor([[0, 2]])
-    from seqsae_lib.capture import record
+    from seqsae_lib.model.capture import record
 
     with record(m, "embed") as rec:
         m(ids)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.sources import DatasetSpec, fetch_archive, resolve_source, resolve_subset_source
+from seqsae_lib.data.sources import DatasetSpec, fetch_archive, resolve_source, resolve_subset_source
 
 
 def _zip_ml100k(data_dir: Path, out: Path) -> bytes:
@@ -72,7 +72,7 @@ def _leftovers(cache: Path) -> list[str]:
 
 
 def test_download_with_good_md5_extracts_and_loads(data_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR, raising=False)
     payload = _zip_ml100k(data_dir, tmp_path / "src.zip")
     cache = tmp_path / "cache"
     with serve(payload) as url:
@@ -109,16 +109,16 @@ def test_resolution_order(data_dir, tmp_path, monkeypatch):
     assert resolve_source("ml-100k", data_dir).kind == "argument"
     assert resolve_source("ml-100k", data_dir / "ml-100k").path == (data_dir / "ml-100k").resolve()
     # Then the environment variable.
-    monkeypatch.setenv(sl.sources.DATA_ENV_VAR, str(data_dir))
+    monkeypatch.setenv(sl.data.sources.DATA_ENV_VAR, str(data_dir))
     assert resolve_source("ml-100k", cache_dir=tmp_path).kind == "environment"
     # An environment variable pointing at the wrong place is an error, not a silent download.
-    monkeypatch.setenv(sl.sources.DATA_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(sl.data.sources.DATA_ENV_VAR, str(tmp_path))
     with pytest.raises(sl.DataSourceError, match=r"\$SEQSAE_DATA points at .* lacks u\.data"):
         resolve_source("ml-100k", cache_dir=tmp_path)
 
 
 def test_offline_without_copy_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR, raising=False)
     with pytest.raises(sl.DataSourceError, match=r"no local copy found .*download=False"):
         resolve_source("ml-100k", cache_dir=tmp_path / "empty", download=False)
 
@@ -128,7 +128,7 @@ def test_subset_download_fetches_the_full_release_and_filters_it(ml1m_standin, t
 
     The archive served is a stand-in for GroupLens' ml-1m.zip (the real prefix plus generated users 3,000+).
     """
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR, raising=False)
     out = tmp_path / "ml-1m.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
         for f in ("ratings.dat", "movies.dat", "users.dat"):
@@ -163,13 +163,13 @@ def test_concurrent_processes_filling_an_empty_cache_all_succeed(data_dir, tmp_p
     # Four processes load the same data set into an empty cache at the same moment. Without the cache
     # lock each downloaded and extracted, and the later finishers deleted the folder the first one was
     # reading ("missing file .../ml-100k/u.data").
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR, raising=False)
     payload = _zip_ml100k(data_dir, tmp_path / "src.zip")
     cache = tmp_path / "cache"
     requests: list[str] = []
     ctx = multiprocessing.get_context("fork")  # the children inherit the patched registry below
     with serve(payload, delay=0.3, requests=requests) as url:
-        monkeypatch.setitem(sl.sources.DATASETS, "ml-100k", _spec(url, hashlib.md5(payload).hexdigest()))
+        monkeypatch.setitem(sl.data.sources.DATASETS, "ml-100k", _spec(url, hashlib.md5(payload).hexdigest()))
         barrier, results = ctx.Barrier(4), ctx.Queue()
         procs = [ctx.Process(target=_load_into_cache, args=(cache, barrier, results)) for _ in range(4)]
         for p in procs:
@@ -187,7 +187,7 @@ def test_concurrent_processes_filling_an_empty_cache_all_succeed(data_dir, tmp_p
 
 
 def test_unwritable_cache_says_so_not_offline(tmp_path, monkeypatch):
-    monkeypatch.delenv(sl.sources.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(sl.data.sources.DATA_ENV_VAR, raising=False)
     spec = _spec("http://127.0.0.1:9/ml-100k.zip", "0" * 32)  # never contacted
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -199,7 +199,7 @@ def test_unwritable_cache_says_so_not_offline(tmp_path, monkeypatch):
     cache = tmp_path / "read-only"
     cache.mkdir()
     real_access = os.access
-    monkeypatch.setattr(sl.sources.os, "access",
+    monkeypatch.setattr(sl.data.sources.os, "access",
                         lambda path, mode, **kw: False if Path(path) == cache else real_access(path, mode, **kw))
     with pytest.raises(sl.DataSourceError, match=r"read-only is not a writable folder.*SEQSAE_CACHE.*SEQSAE_DATA"):
         fetch_archive(spec, cache)

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.steering (chapter 5)."""
+"""Tests for seqsae_lib.steering.edits (chapter 5)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.capture import record
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering import (
+from seqsae_lib.model.capture import record
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.steering.edits import (
     OPS,
     LatentEdit,
     Steering,

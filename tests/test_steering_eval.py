@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.steering_eval (chapter 5)."""
+"""Tests for seqsae_lib.steering.evaluation (chapter 5)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.activations import ActivationStore, collect_activations
-from seqsae_lib.concepts import Concept, UnknownConceptError, genre_concept
-from seqsae_lib.evaluation import evaluate
-from seqsae_lib.features import latent_activations
-from seqsae_lib.metrics import coverage_at_k
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering import Steering, VectorSteering, steered_scores
-from seqsae_lib.steering_eval import (
+from seqsae_lib.sae.activations import ActivationStore, collect_activations
+from seqsae_lib.steering.concepts import Concept, UnknownConceptError, genre_concept
+from seqsae_lib.model.evaluation import evaluate
+from seqsae_lib.interpret.features import latent_activations
+from seqsae_lib.model.metrics import coverage_at_k
+from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.steering.edits import Steering, VectorSteering, steered_scores
+from seqsae_lib.steering.evaluation import (
     GRID_COLUMNS,
     Rerank,
     SteeringEvaluator,
@@ -110,7 +110,7 @@ def test_jaccard_known_answers():
 
 
 def test_fast_top_k_equals_the_stable_sort_of_evaluate():
-    from seqsae_lib.evaluation import _top_k_stable
+    from seqsae_lib.model.evaluation import _top_k_stable
 
     gen = torch.Generator().manual_seed(0)
     for scores in (

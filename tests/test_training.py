@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.training (chapter 2). Small models, a few epochs each."""
+"""Tests for seqsae_lib.model.training (chapter 2). Small models, a few epochs each."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.batching import left_pad
-from seqsae_lib.evaluation import evaluate
-from seqsae_lib.runtime import set_seed
-from seqsae_lib.sasrec import SASRec
-from seqsae_lib.training import History, TrainConfig, sequence_loss, train_sasrec
+from seqsae_lib.data.batching import left_pad
+from seqsae_lib.model.evaluation import evaluate
+from seqsae_lib.utils.runtime import set_seed
+from seqsae_lib.model.sasrec import SASRec
+from seqsae_lib.model.training import History, TrainConfig, sequence_loss, train_sasrec
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def test_errors():
 
 
 def test_runtime_helpers():
-    from seqsae_lib.runtime import resolve_device, set_threads
+    from seqsae_lib.utils.runtime import resolve_device, set_threads
 
     set_seed(3)
     a = torch.rand(3)

@@ -1,0 +1,265 @@
+"""The shipped models and the recipes that produce them.
+
+Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+
+A shipped checkpoint is always produced by a command in this repository: ``scripts/train_sasrec.py``
+trains :data:`SASREC_ML100K` with several seeds, reports the mean and spread, and saves one seed's model
+here with its validation and test metrics recorded in the JSON beside the weights. A test re-evaluates
+the shipped model on MovieLens-100k and checks the recorded figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+import os
+from pathlib import Path
+from typing import Any
+
+from seqsae_lib.model.checkpoints import load_checkpoint
+from seqsae_lib.model.sasrec import SASRec
+from seqsae_lib.model.training import History, TrainConfig, train_sasrec
+
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
+           "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
+           "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent
+"""Folder holding the shipped checkpoints (``<name>.pt`` + ``<name>.json``)."""
+
+
+@dataclass(frozen=True)
+class SASRecRecipe:
+    """Everything needed to reproduce a shipped SASRec: data preprocessing, model and training settings.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    """
+
+    name: str
+    """Checkpoint name in :data:`PRETRAINED_DIR`."""
+    dataset: str
+    """Data set passed to :func:`seqsae_lib.load_movielens`."""
+    sequences: dict[str, Any]
+    """Keyword arguments of :func:`seqsae_lib.make_sequences`."""
+    model: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SASRec` (``num_items`` comes from the data)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings; ``seed`` and ``num_threads`` are overridden per run."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored beside the checkpoint."""
+        return {"name": self.name, "dataset": self.dataset, "sequences": self.sequences,
+                "model": self.model, "train": asdict(self.train)}
+
+
+SASREC_ML100K = SASRecRecipe(
+    name="sasrec_ml100k",
+    dataset="ml-100k",
+    sequences={"min_user_interactions": 5, "min_item_interactions": 5, "tie_break": "file"},
+    model={"max_len": 200, "d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2},
+    train=TrainConfig(max_epochs=200, batch_size=128, lr=2e-3, patience=10, progress=True),
+)
+"""The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
+
+SASREC_RECIPES: dict[str, SASRecRecipe] = {recipe.dataset: recipe for recipe in (SASREC_ML100K,)}
+"""The SASRec recipe of each data set that has one, by data-set name (what ``scripts/train_sasrec.py
+--dataset`` picks)."""
+
+
+def sasrec_recipe(dataset: str) -> SASRecRecipe:
+    """The SASRec recipe chosen for ``dataset`` (a key of :data:`SASREC_RECIPES`).
+
+    Raises
+    ------
+    KeyError
+        No recipe was chosen for that data set; the message lists those that have one.
+    """
+    try:
+        return SASREC_RECIPES[dataset]
+    except KeyError:
+        raise KeyError(f"no SASRec recipe for data set {dataset!r}; recipes exist for "
+                       f"{sorted(SASREC_RECIPES)}") from None
+
+
+PRETRAINED_ENV_VAR = "SEQSAE_PRETRAINED"
+"""Environment variable naming a folder that replaces :data:`PRETRAINED_DIR` (``make retrain`` uses it)."""
+
+
+def pretrained_stem(name: str = SASREC_ML100K.name) -> Path:
+    """Path stem (no suffix) of a shipped checkpoint.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``). The folder is :data:`PRETRAINED_DIR`, unless
+    the environment variable ``SEQSAE_PRETRAINED`` names another one: ``make retrain`` trains every model
+    from scratch into such a folder (the scripts save there) and builds the book from it, leaving the
+    shipped files untouched.
+    """
+    folder = os.environ.get(PRETRAINED_ENV_VAR, "").strip()
+    return (Path(folder).expanduser() if folder else PRETRAINED_DIR) / name
+
+
+def load_pretrained_sasrec(fingerprint: dict[str, Any], name: str = SASREC_ML100K.name) -> tuple[SASRec, dict]:
+    """Load a shipped SASRec, refusing data preprocessed differently from its training data.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+
+    Parameters
+    ----------
+    fingerprint
+        ``split.fingerprint`` (or ``SequenceData.fingerprint()`` plus ``"split"``) of the data at hand.
+    name
+        Checkpoint name in :data:`PRETRAINED_DIR`.
+
+    Returns
+    -------
+    model, meta
+        The model in eval mode and the JSON metadata (recipe, seeds, recorded metrics).
+
+    Raises
+    ------
+    seqsae_lib.CheckpointError
+        Missing or truncated files; :class:`seqsae_lib.FingerprintMismatchError` for other data.
+    """
+    model, meta = load_checkpoint(pretrained_stem(name), expected_fingerprint=fingerprint)
+    model.eval()
+    return model, meta
+
+
+def train_from_recipe(
+    split: Any, recipe: SASRecRecipe = SASREC_ML100K, *, seed: int = 0, num_threads: int | None = None,
+    **train_overrides: Any,
+) -> tuple[SASRec, History]:
+    """Build and train a SASRec on ``split`` exactly as ``recipe`` says, with one seed.
+
+    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    """
+    from seqsae_lib.utils.runtime import set_seed
+
+    set_seed(seed)
+    model = SASRec(num_items=split.num_items, **recipe.model)
+    config = replace(recipe.train, seed=seed, num_threads=num_threads, **train_overrides)
+    history = train_sasrec(model, split, config)
+    return model, history
+
+
+@dataclass(frozen=True)
+class SAERecipe:
+    """Everything needed to reproduce a shipped SAE: the SASRec it reads, where, and how it is trained.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    """
+
+    name: str
+    """Checkpoint name in :data:`PRETRAINED_DIR`."""
+    sasrec: str
+    """Name of the shipped SASRec whose states the SAE reads."""
+    capture_point: str
+    """Capture point of the SASRec (see :attr:`seqsae_lib.SASRec.capture_points`)."""
+    sae: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SAEConfig` (``d_in`` comes from the model)."""
+    train: dict[str, Any]
+    """Keyword arguments of :class:`seqsae_lib.SAETrainConfig`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored beside the checkpoint."""
+        return asdict(self)
+
+
+SAE_ML100K_FINAL = SAERecipe(
+    name="sae_ml100k_final",
+    sasrec=SASREC_ML100K.name,
+    capture_point="final",
+    sae={"d_sae": 2048, "kind": "topk", "k": 16},
+    train={"batch_size": 1024, "lr": 2e-3, "num_epochs": 10},
+)
+"""The recipe of the shipped SAE on the shipped SASRec's final state (see ``scripts/train_sae.py``)."""
+
+
+def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
+    """States an SAE is trained on: every position of every user's training window, with metadata.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``). The windows are ``split.train`` (the last
+    ``max_len`` items), so the last position's next item is the validation target; test targets are
+    never seen.
+    """
+    from seqsae_lib.sae.activations import collect_activations
+
+    return collect_activations(model, split.train, capture_point, next_items=split.valid_targets,
+                               fingerprint=split.fingerprint, progress=progress)
+
+
+def sasrec_weights_sha256(name: str = SASREC_ML100K.name) -> str:
+    """The sha256 of a shipped SASRec's weights, as recorded beside them.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``). An SAE records the hash of the model it was
+    trained on, so a retrained SASRec cannot silently be paired with an SAE made for the old one.
+    """
+    from seqsae_lib.model.checkpoints import FORMAT, FORMAT_VERSION, CheckpointError
+    from seqsae_lib.utils.fileio import load_meta
+
+    meta, _, _ = load_meta(pretrained_stem(name), fmt=FORMAT, version=FORMAT_VERSION, required=(),
+                           error=CheckpointError, what="SASRec checkpoint")
+    return str(meta["weights_sha256"])
+
+
+def sae_provenance(recipe: "SAERecipe", fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Metadata a shipped SAE must carry: capture point, SASRec name and weights hash, data fingerprint.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``); written by ``scripts/train_sae.py`` and checked
+    by :func:`load_pretrained_sae`.
+    """
+    return {"capture_point": recipe.capture_point, "sasrec": recipe.sasrec,
+            "sasrec_weights_sha256": sasrec_weights_sha256(recipe.sasrec), "fingerprint": fingerprint}
+
+
+def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" = None) -> Any:
+    """Load a shipped SAE, refusing one made for another SASRec, capture point or data.
+
+    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+
+    Raises
+    ------
+    seqsae_lib.SAEFileError
+        Missing or truncated files, or metadata that does not match (which key, which values), e.g. an
+        SAE trained on another version of the shipped SASRec (its weights hash differs).
+    """
+    from seqsae_lib.sae.autoencoder import SparseAutoencoder
+
+    recipe = recipe or SAE_ML100K_FINAL
+    sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected=sae_provenance(recipe, fingerprint))
+    sae.eval()
+    return sae
+
+
+def shipped_pipeline(
+    split: Any, *, retrain: bool = False, seed: int = 0, num_threads: int | None = None,
+    recipe: "SAERecipe | None" = None,
+) -> tuple[SASRec, Any, Any]:
+    """The SASRec, its SAE and the SAE's activation store, loaded from the shipped files or retrained.
+
+    Introduced in chapter 4 (``chapters/04_features.ipynb``): the one call behind the setup of chapters
+    4 and 5 and the benches. With ``retrain=True`` both models are trained from their recipes with
+    ``seed`` (minutes); otherwise the shipped files are loaded (checked against ``split.fingerprint``).
+
+    Returns
+    -------
+    model, sae, store
+        SASRec in eval mode, the SAE in eval mode, and :func:`training_activations` at the SAE's capture
+        point.
+    """
+    from seqsae_lib.sae.autoencoder import SAEConfig
+    from seqsae_lib.sae.training import SAETrainConfig, train_sae
+
+    recipe = recipe or SAE_ML100K_FINAL
+    if retrain:
+        model, _ = train_from_recipe(split, seed=seed, num_threads=num_threads)
+        model.eval()
+    else:
+        model, _ = load_pretrained_sasrec(split.fingerprint)
+    store = training_activations(model, split, recipe.capture_point)
+    if retrain:
+        sae, _ = train_sae(store.acts, SAEConfig(d_in=store.d_model, seed=seed, **recipe.sae),
+                           SAETrainConfig(seed=seed, num_threads=num_threads, **recipe.train))
+        sae.fold_normalization()
+        sae.eval()
+    else:
+        sae = load_pretrained_sae(split.fingerprint, recipe)
+    return model, sae, store

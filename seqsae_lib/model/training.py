@@ -1,0 +1,363 @@
+"""Training SASRec with full-softmax cross-entropy and early stopping.
+
+Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from seqsae_lib.data.batching import NextItemDataset, SplitLike, make_train_loader, trim_left_padding
+from seqsae_lib.model.evaluation import evaluate
+from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
+from seqsae_lib.model.sasrec import SASRec
+
+__all__ = ["TrainConfig", "History", "train_sasrec", "sequence_loss"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings for :func:`train_sasrec`.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    """
+
+    max_epochs: int = 200
+    """Upper bound on passes over the training sequences."""
+
+    batch_size: int = 128
+    """Training sequences (users) per step."""
+
+    lr: float = 1e-3
+    """Adam learning rate."""
+
+    weight_decay: float = 0.0
+    """Adam's L2 penalty, applied to every parameter (``torch.optim.Adam``)."""
+
+    patience: int | None = 10
+    """Stop after this many validation checks without a better
+    ``monitor`` value; ``None`` disables early stopping."""
+
+    eval_every: int = 1
+    """Validate every this many epochs (the last epoch is always validated)."""
+
+    monitor: str = "NDCG@10"
+    """Validation metric used for early stopping and best-weight selection
+    (a key of :attr:`seqsae_lib.model.evaluation.EvalResult.metrics`)."""
+
+    filter_seen: bool = True
+    """Exclude already-seen items during validation (see :func:`~seqsae_lib.model.evaluation.evaluate`)."""
+
+    eval_batch_size: int = 256
+    """Users per validation batch."""
+
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value; ``None`` disables clipping."""
+
+    seed: int = 0
+    """Seeds dropout and batch order: same seed and same initial weights give
+    identical trained weights on CPU."""
+
+    num_threads: int | None = None
+    """``torch.set_num_threads`` value; ``None`` keeps PyTorch's default."""
+
+    device: str = "auto"
+    """``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ..."""
+
+    max_len: int | None = None
+    """Training window; ``None`` uses the model's ``max_len`` (must not exceed it)."""
+
+    naive: bool = False
+    """Straightforward implementation for benchmarking: full-width batches
+    (no trimming of padding columns) and logits at every position, padding
+    included (masked out of the loss via ``ignore_index``)."""
+
+    length_groups: int = 4
+    """Split each batch into this many groups of users with similar sequence
+    length and run the transformer on each group with its own (trimmed)
+    width; the loss is still one mean over the whole batch, so the gradient
+    is that of the full batch (only dropout draws differ). On ML-100k most
+    batches contain one 200-item user, so without groups almost every batch
+    is 200 columns wide while half of its cells are padding. ``1`` disables
+    it; ignored when ``naive``."""
+
+    time_budget: float | None = None
+    """Wall-clock seconds for the whole run: training stops after the first epoch that ends later than
+    this after it began (that epoch is validated, so the best weights are still restored). ``None``: no
+    limit. Meant for time-boxed searches; a stop is recorded in :attr:`History.out_of_time`."""
+
+    progress: bool = True
+    """Show a tqdm progress bar over epochs."""
+
+    def __post_init__(self) -> None:
+        positive = {"max_epochs": self.max_epochs, "batch_size": self.batch_size,
+                    "eval_every": self.eval_every, "eval_batch_size": self.eval_batch_size}
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be an int >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.length_groups, bool) or not isinstance(self.length_groups, int) \
+                or self.length_groups < 1:
+            raise ValueError(f"TrainConfig.length_groups must be an int >= 1, got {self.length_groups!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"TrainConfig.patience must be None or an int >= 1, got {self.patience!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        if not re.fullmatch(r"(NDCG|HR|MRR|Coverage)@[1-9][0-9]*", str(self.monitor)):
+            raise ValueError(
+                f"TrainConfig.monitor must look like 'NDCG@10', 'HR@10', 'MRR@10' or 'Coverage@10', "
+                f"got {self.monitor!r}"
+            )
+        if self.max_len is not None and (not isinstance(self.max_len, int) or self.max_len < 1):
+            raise ValueError(f"TrainConfig.max_len must be None or an int >= 1, got {self.max_len!r}")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"TrainConfig.time_budget must be None or a positive number, got {self.time_budget!r}")
+
+
+@dataclass
+class History:
+    """What happened during :func:`train_sasrec`.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    """
+
+    epochs: list[int] = field(default_factory=list)
+    """1-based epoch numbers that ran."""
+    train_loss: list[float] = field(default_factory=list)
+    """Mean cross-entropy per training target, per epoch."""
+    val_metrics: list[dict[str, float] | None] = field(default_factory=list)
+    """Validation metrics per epoch (``None`` where not validated)."""
+    seconds: list[float] = field(default_factory=list)
+    """Wall-clock seconds per epoch (training steps + validation)."""
+    train_seconds: list[float] = field(default_factory=list)
+    """Wall-clock seconds per epoch spent in training steps only."""
+    best_epoch: int | None = None
+    """Epoch whose weights were restored (best ``monitor`` value)."""
+    best_value: float | None = None
+    """Best validation value of ``monitor``."""
+    monitor: str = "NDCG@10"
+    """Name of the monitored validation metric."""
+    stopped_early: bool = False
+    """Whether patience ran out before ``max_epochs``."""
+    out_of_time: bool = False
+    """Whether :attr:`TrainConfig.time_budget` ran out before ``max_epochs`` (and before patience)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The :class:`TrainConfig` used, as a dict."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per epoch: ``train_loss``, ``seconds``, ``train_seconds`` and
+        ``val_<metric>`` columns (NaN where not validated), indexed by epoch.
+
+        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        """
+        rows = []
+        for e, loss, sec, tsec, vm in zip(
+            self.epochs, self.train_loss, self.seconds, self.train_seconds, self.val_metrics
+        ):
+            row: dict[str, Any] = {"epoch": e, "train_loss": loss, "seconds": sec, "train_seconds": tsec}
+            for name, value in (vm or {}).items():
+                row[f"val_{name}"] = value
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        return df.set_index("epoch") if len(df) else df
+
+
+def sequence_loss(
+    model: SASRec, inputs: Tensor, targets: Tensor, *, naive: bool = False, length_groups: int = 1
+) -> tuple[Tensor, int]:
+    """Mean full-softmax cross-entropy over all non-padding positions.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+    Parameters
+    ----------
+    model : SASRec
+    inputs, targets : Tensor
+        ``(B, L)`` left-padded ids; ``targets[b, t]`` follows ``inputs[b, t]``,
+        0 marks positions without a target.
+    naive : bool, default False
+        If False, the hidden states of target positions are gathered first
+        and logits are computed only for them (the output layer is about half
+        the cost of a step). If True, logits are computed at every position
+        of the full-width batch.
+    length_groups : int, default 1
+        Sort the rows by length, cut them into this many groups and run the
+        transformer on each group with its leading all-padding columns
+        trimmed. The loss is the same mean over all targets of the batch
+        (a causal model's states at real positions do not depend on the
+        padding to their left), so only compute changes. Ignored if ``naive``.
+
+    Returns
+    -------
+    (Tensor, int)
+        The scalar loss and the number of targets it averages over.
+    """
+    mask = targets != 0
+    n = int(mask.sum())
+    if n == 0:
+        raise ValueError("batch has no non-padding targets")
+    if naive:
+        logits = model.score(model(inputs))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+        return loss, n
+    if length_groups < 1:
+        raise ValueError(f"length_groups must be >= 1, got {length_groups}")
+    if length_groups == 1 or inputs.shape[0] < 2:
+        hidden = model(inputs)[mask]
+        return F.cross_entropy(model.score(hidden), targets[mask]), n
+    order = torch.argsort((inputs != 0).sum(dim=1), stable=True)
+    states, wanted = [], []
+    for rows in torch.tensor_split(order, min(length_groups, inputs.shape[0])):
+        ids, tgt = trim_left_padding(inputs[rows], targets[rows])
+        keep = tgt != 0
+        states.append(model(ids)[keep])
+        wanted.append(tgt[keep])
+    return F.cross_entropy(model.score(torch.cat(states)), torch.cat(wanted)), n
+
+
+def _check_split(split: SplitLike, model: SASRec) -> None:
+    for name in ("num_items", "train", "valid_inputs", "valid_targets"):
+        if not hasattr(split, name):
+            raise TypeError(f"split has no attribute {name!r}; expected a LeaveOneOutSplit-like object")
+    if int(split.num_items) != model.num_items:
+        raise ValueError(
+            f"split.num_items={split.num_items} does not match model.num_items={model.num_items}"
+        )
+
+
+def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = None) -> History:
+    """Train ``model`` in place on ``split.train``; validate on ``split.valid_*``.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+
+    Loss: full-softmax cross-entropy over the whole catalogue at every
+    non-padding position of every training sequence (a target at every
+    position). Optimiser: Adam. After every ``eval_every`` epochs the
+    validation ``monitor`` metric (default NDCG@10, full ranking) is computed;
+    training stops when it has not improved for ``patience`` checks, and the
+    best weights are restored at the end. The model is left in eval mode.
+
+    Parameters
+    ----------
+    model : SASRec
+        Freshly built (seed it with :func:`seqsae_lib.utils.runtime.set_seed`
+        before construction for reproducible initial weights).
+    split : SplitLike
+        Leave-one-out split (``num_items``, ``train``, ``valid_inputs``, ``valid_targets``).
+    config : TrainConfig, optional
+        Defaults to ``TrainConfig()``.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    ValueError
+        Mismatched ``num_items``, a window longer than the model's, or a
+        non-finite loss (lower the learning rate).
+    """
+    cfg = config or TrainConfig()
+    _check_split(split, model)
+    max_len = cfg.max_len or model.max_len
+    if max_len > model.max_len:
+        raise ValueError(f"TrainConfig.max_len={max_len} exceeds model.max_len={model.max_len}")
+    set_threads(cfg.num_threads)
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+
+    dataset = NextItemDataset(split.train, max_len, num_items=model.num_items)
+    loader = make_train_loader(dataset, cfg.batch_size, seed=cfg.seed, trim=not cfg.naive)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    history = History(monitor=cfg.monitor, config=asdict(cfg))
+    best_state: dict[str, Tensor] | None = None
+    bad_checks = 0
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc="train SASRec", disable=not cfg.progress)
+    start = time.perf_counter()
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        for step, (inputs, targets) in enumerate(loader):
+            inputs, targets = inputs.to(device), targets.to(device)
+            loss, n = sequence_loss(model, inputs, targets, naive=cfg.naive, length_groups=cfg.length_groups)
+            if not torch.isfinite(loss):
+                raise ValueError(
+                    f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    "try a lower learning rate or enable grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += loss.item() * n
+            count += n
+        train_sec = time.perf_counter() - t0
+        epoch_loss = total / max(count, 1)
+
+        val: dict[str, float] | None = None
+        improved = False
+        last = epoch == cfg.max_epochs or (
+            cfg.time_budget is not None and time.perf_counter() - start > cfg.time_budget)
+        if epoch % cfg.eval_every == 0 or last:
+            result = evaluate(
+                model, split.valid_inputs, split.valid_targets, num_items=model.num_items,
+                k=_ks_for(cfg.monitor), filter_seen=cfg.filter_seen,
+                batch_size=cfg.eval_batch_size, device=device, max_len=max_len,
+            )
+            val = result.metrics
+            value = val[cfg.monitor]
+            if history.best_value is None or value > history.best_value:
+                history.best_value, history.best_epoch = value, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                bad_checks, improved = 0, True
+            else:
+                bad_checks += 1
+
+        history.epochs.append(epoch)
+        history.train_loss.append(epoch_loss)
+        history.val_metrics.append(val)
+        history.train_seconds.append(train_sec)
+        history.seconds.append(time.perf_counter() - t0)
+        postfix = {"loss": f"{epoch_loss:.4f}"}
+        if val is not None:
+            postfix[f"val {cfg.monitor}"] = f"{val[cfg.monitor]:.4f}" + ("*" if improved else "")
+        bar.set_postfix(postfix)
+        if cfg.patience is not None and bad_checks >= cfg.patience:
+            history.stopped_early = True
+            break
+        if last and epoch < cfg.max_epochs:
+            history.out_of_time = True
+            break
+    bar.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def _ks_for(monitor: str) -> tuple[int, ...]:
+    ks = {10}
+    if "@" in monitor:
+        tail = monitor.rsplit("@", 1)[1]
+        if tail.isdigit() and int(tail) >= 1:
+            ks.add(int(tail))
+    return tuple(sorted(ks))
+

@@ -1,0 +1,331 @@
+"""Interactive widgets of the book (ipywidgets, imported only when a widget is built).
+
+Introduced in chapter 4 (chapters/04_features.ipynb). ``import seqsae_lib`` never imports ipywidgets:
+this module imports it inside each function, so the library works without it (``pip install ipywidgets``
+or the ``book`` extra to use these). Every widget shows how long its last update took, measured, so a
+reader sees the cost of each interaction.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from seqsae_lib.interpret.atlas import FeatureAtlas
+    from seqsae_lib.steering.live import LiveSteering, Recommendations
+
+__all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
+
+
+def require_ipywidgets() -> Any:
+    """Import and return ``ipywidgets``, with an actionable message if it is missing.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb).
+    """
+    try:
+        import ipywidgets
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the widgets need ipywidgets: pip install ipywidgets (or seqsae[book])") from exc
+    return ipywidgets
+
+
+def _html_table(frame: Any, columns: list[str], title: str) -> str:
+    if frame is None or len(frame) == 0:
+        return f"<b>{title}</b><p>(none)</p>"
+    shown = frame[[c for c in columns if c in frame.columns]]
+    return f"<b>{title}</b>" + shown.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
+
+
+def _bars(rows: Any, what: str, n: int) -> str:
+    """Share where the latent fires vs base rate, as CSS bars (red: the latent, grey: all positions)."""
+    import html
+
+    if rows is None or len(rows) == 0:
+        return f"<p>(no {what} data)</p>"
+    out = [f"<b>{what}</b><table>"]
+    for name, r in rows.head(n).iterrows():
+        share, base = float(r["share"]), float(r["base_rate"])
+        out.append(f"<tr><td>{html.escape(str(name))}</td><td style='width:14em'>"
+                   f"<div style='background:#C44E52;height:0.6em;width:{100 * share:.0f}%'></div>"
+                   f"<div style='background:#BBBBBB;height:0.6em;width:{100 * base:.0f}%'></div></td>"
+                   f"<td>{share:.0%} vs {base:.0%}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def card_html(card: Any, n_items: int = 6) -> str:
+    """A feature card as plain HTML: label, frequency, genre and decade bars, promoted and driving films.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb). The fast card of the feature browser (no
+    figure to render); :func:`seqsae_lib.viz.plots.plot_feature_card` draws the same content as a figure.
+    """
+    import html
+
+    def titles(frame: Any, n: int) -> str:
+        if frame is None or len(frame) == 0 or "title" not in frame:
+            return "-"
+        return "; ".join(html.escape(str(t)) for t in frame["title"].head(n))
+
+    freq = float(card.stats.get("frequency", 0.0))
+    head = (f"<h4>Latent {card.latent}: {html.escape(card.label)}</h4><p>confidence {card.confidence:.2f}; "
+            f"fires on {freq:.2%} of positions; evidence: {html.escape(card.evidence or '-')}</p>")
+    genres = card.profile("genre:next").sort_values("share", ascending=False)
+    decades = card.profile("decade:next").sort_index()
+    panels = (f"<table><tr><td style='vertical-align:top'>{_bars(genres, 'next item genre', 8)}</td>"
+              f"<td style='vertical-align:top'>{_bars(decades, 'next item decade', 10)}</td></tr></table>")
+    items = (f"<p><b>Pushes up:</b> {titles(card.promoted, n_items)}<br><b>Pushes down:</b> "
+             f"{titles(card.suppressed, 3)}<br><b>Switched on by watching:</b> {titles(card.driving, 3)}</p>")
+    return head + panels + items
+
+
+def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_results: int = 30,
+                    figures: bool = False) -> Any:
+    """A browser over an SAE's latents: pick one by id, by label search or by genre, see its card.
+
+    Introduced in chapter 4 (chapters/04_features.ipynb).
+
+    Parameters
+    ----------
+    atlas : FeatureAtlas
+        From :func:`seqsae_lib.interpret.atlas.build_atlas`.
+    latent : int, optional
+        Latent shown first (default: the first of :meth:`~seqsae_lib.interpret.atlas.FeatureAtlas.gallery`).
+    n_results : int, default 30
+        Latents listed for a search or a genre.
+    figures : bool, default False
+        Draw the matplotlib card (:func:`seqsae_lib.viz.plots.plot_feature_card`, about 0.5-1 s per update on a
+        2-core CPU) instead of the HTML card (:func:`card_html`, a few milliseconds).
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With attributes ``show(latent)`` (update programmatically; returns seconds taken), ``search``,
+        ``genre``, ``choice`` (the controls) and ``last_seconds``.
+    """
+    widgets = require_ipywidgets()
+    import matplotlib.pyplot as plt
+    from IPython.display import display  # ipywidgets depends on IPython
+
+    from seqsae_lib.viz.plots import plot_feature_card
+
+    search = widgets.Text(placeholder="e.g. horror, 1970s, women", description="Search label")
+    genres = ["(any)"] + atlas.categories("genre:next")
+    genre = widgets.Dropdown(options=genres, value="(any)", description="Genre")
+    choice = widgets.Dropdown(options=[], description="Latent", layout=widgets.Layout(width="60%"))
+    latent_id = widgets.BoundedIntText(min=0, max=atlas.d_sae - 1, description="Latent id")
+    status = widgets.HTML()
+    figure = widgets.Output()
+    tables = widgets.HTML()
+    state: dict[str, Any] = {"busy": False}
+
+    def options(table: Any) -> list[tuple[str, int]]:
+        return [(f"{j}: {row.label} ({row.confidence:.2f})", int(j)) for j, row in table.iterrows()]
+
+    def show(j: int) -> float:
+        start = time.perf_counter()
+        card = atlas.card(int(j))
+        if figures:
+            fig = plot_feature_card(card)
+            figure.clear_output(wait=True)
+            with figure:
+                display(fig)
+            plt.close(fig)
+            tables.value = ""
+        else:
+            tables.value = card_html(card)
+        tables.value += _html_table(card.contexts, ["user_id", "history", "input", "next", "activation"],
+                                    "Strongest contexts (one per user): last films watched, then the next one")
+        seconds = time.perf_counter() - start
+        browser.last_seconds = seconds
+        status.value = f"<small>latent {j}: evidence {card.evidence or '-'}; updated in {seconds * 1e3:.0f} ms</small>"
+        return seconds
+
+    def relist(_: Any = None) -> None:
+        if genre.value != "(any)":
+            table = atlas.by_category(genre.value, n=n_results)
+            if search.value.strip():
+                table = table[table["label"].str.lower().str.contains(search.value.strip().lower(), regex=False)]
+        else:
+            table = atlas.search(search.value, n=n_results)
+        state["busy"] = True
+        choice.options = options(table) or [("(no latent matches)", -1)]
+        state["busy"] = False
+        if choice.options and choice.options[0][1] >= 0:
+            choice.value = choice.options[0][1]
+
+    def on_choice(change: Any) -> None:
+        if not state["busy"] and change["new"] is not None and change["new"] >= 0:
+            latent_id.value = change["new"]
+
+    def on_id(change: Any) -> None:
+        show(change["new"])
+
+    search.observe(relist, names="value")
+    genre.observe(relist, names="value")
+    choice.observe(on_choice, names="value")
+    latent_id.observe(on_id, names="value")
+    browser = widgets.VBox([widgets.HBox([search, genre]), widgets.HBox([choice, latent_id]), status, figure,
+                            tables])
+    browser.show, browser.search, browser.genre, browser.choice = show, search, genre, choice
+    browser.last_seconds = float("nan")
+    first = latent if latent is not None else (atlas.gallery(1) or [0])[0]
+    relist()
+    if latent_id.value != first:
+        latent_id.value = first
+    else:
+        show(first)
+    return browser
+
+
+def recommendations_html(rec: "Recommendations", concepts: list[str] | None = None) -> str:
+    """HTML of a steered top-k: new items highlighted, the items that left, concept shares and overlap.
+
+    Introduced in chapter 5 (chapters/05_steering.ipynb). Plain HTML, so it renders in the built book too.
+    """
+    import html
+
+    concepts = list(rec.shares.index) if concepts is None else concepts
+    rows = []
+    for _, r in rec.table.iterrows():
+        was = "new" if r["new"] else (f"was {int(r['was_rank'])}" if r["was_rank"] != r["rank"] else "=")
+        style = ' style="background:#e3f4e1"' if r["new"] else ""
+        tags = ", ".join(c for c in concepts if c in rec.table and r[c] > 0)
+        rows.append(f"<tr{style}><td>{int(r['rank'])}</td><td>{html.escape(str(r['title']))}</td>"
+                    f"<td>{html.escape(str(r['genres']))}</td><td>{was}</td><td>{html.escape(tags)}</td></tr>")
+    table = ("<table><thead><tr><th>#</th><th>recommended</th><th>genres</th><th>change</th><th>concepts</th>"
+             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    shares = ", ".join(f"{c} {rec.shares.loc[c, 'before']:.0%} → {rec.shares.loc[c, 'after']:.0%}"
+                       for c in concepts if c in rec.shares.index)
+    dropped = "; ".join(html.escape(str(t)) for t in rec.dropped["title"]) or "none"
+    return (f"{table}<p><b>Concept share</b> (unsteered → steered): {shares}<br><b>Overlap</b> with the unsteered "
+            f"list (Jaccard@{len(rec.table)}): {rec.jaccard:.2f}<br><b>Left the list:</b> {dropped}</p>")
+
+
+def steering_widget(
+    live: "LiveSteering",
+    user_id: int | None = None,
+    *,
+    max_strength: float = 6.0,
+    n_user_latents: int = 3,
+    history: int = 8,
+    n_explain: int = 3,
+) -> Any:
+    """Steer one user's recommendations with sliders: concepts, and the user's own most active features.
+
+    Introduced in chapter 5 (chapters/05_steering.ipynb).
+
+    Parameters
+    ----------
+    live : LiveSteering
+        The engine (:class:`seqsae_lib.steering.live.LiveSteering`): model, SAE, concept latents, user inputs.
+    user_id : int, optional
+        Original (MovieLens) user id shown first (default: the first user).
+    max_strength : float, default 6.0
+        Slider range ``[-max_strength, max_strength]`` (state units along unit-norm decoder directions).
+    n_user_latents : int, default 3
+        Sliders for the user's most active latents at the last position.
+    history : int, default 8
+        Recent items shown.
+    n_explain : int, default 3
+        Supporting features listed when an item is picked under "Why" (exact decomposition of its score,
+        :meth:`seqsae_lib.steering.live.LiveSteering.explain`; final capture point only).
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With ``set_user(user_id)``, ``sliders`` (dict name -> slider), ``update()`` (returns the
+        :class:`~seqsae_lib.steering.live.Recommendations`) and ``last`` (the latest one).
+    """
+    widgets = require_ipywidgets()
+    import html
+
+    user_box = widgets.BoundedIntText(description="User id", min=min(live.user_ids), max=max(live.user_ids))
+    concept_sliders = {name: widgets.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=0.25,
+                                                 description=name, continuous_update=True,
+                                                 style={"description_width": "9em"},
+                                                 layout=widgets.Layout(width="28em"))
+                       for name in live.slider_names}
+    latent_box = widgets.VBox()
+    history_html, result_html, status = widgets.HTML(), widgets.HTML(), widgets.HTML()
+    explain_pick = widgets.Dropdown(options=[], description="Why", layout=widgets.Layout(width="30em"))
+    explanation_html = widgets.HTML()
+    reset = widgets.Button(description="Reset sliders")
+    panel: dict[str, Any] = {"user": 0, "latent_sliders": {}}
+
+    def values() -> dict[str, float]:
+        out = {name: s.value for name, s in concept_sliders.items() if s.value != 0.0}
+        out.update({name: s.value for name, s in panel["latent_sliders"].items() if s.value != 0.0})
+        return out
+
+    def update(_: Any = None) -> Any:
+        rec = live.recommend(panel["user"], values())
+        result_html.value = recommendations_html(rec, live.slider_names)
+        status.value = f"<small>updated in {rec.seconds * 1e3:.1f} ms</small>"
+        widget.last = rec
+        panel["explaining"] = True
+        previous = explain_pick.value
+        explain_pick.options = [(f"{r['rank']}. {r['title']}", int(r["item"])) for _, r in rec.table.iterrows()]
+        items = [int(i) for i in rec.table["item"]]
+        explain_pick.value = previous if previous in items else items[0]  # keep the pick while it stays listed
+        panel["explaining"] = False
+        show_explanation()
+        return rec
+
+    def show_explanation(_: Any = None) -> None:
+        if panel.get("explaining") or explain_pick.value is None or live.capture_point != "final":
+            return
+        e = live.explain(panel["user"], int(explain_pick.value), values())
+        rows = e.contributions.head(n_explain)
+        lab = rows["label"] if "label" in rows else rows["latent"].map(str)
+        items = "".join(f"<li>{html.escape(str(x))} [latent {int(j)}]: {c:+.2f}</li>"
+                        for x, j, c in zip(lab, rows["latent"], rows["contribution"]))
+        opp = e.opposing(2)
+        lab_o = opp["label"] if "label" in opp else opp["latent"].map(str)
+        items += "".join(f"<li>held back by {html.escape(str(x))} [latent {int(j)}]: {c:+.2f}</li>"
+                         for x, j, c in zip(lab_o, opp["latent"], opp["contribution"]))
+        explanation_html.value = (f"<b>Why {html.escape(e.title)}?</b> score {e.score:.2f} = features "
+                                  f"{e.contributions['contribution'].sum():+.2f} + bias {e.bias:+.2f} + SAE error "
+                                  f"{e.error:+.2f}<ul>{items}</ul>")
+
+    def set_user(uid: int) -> None:
+        panel["user"] = live.user_index(uid)
+        recent = live.seq_data.history(panel["user"], last=history)
+        history_html.value = ("<b>Recently watched</b> (oldest first)" +
+                              recent[["title", "year", "genres"]].to_html(index=False, border=0))
+        sliders = {}
+        for _, r in live.active_latents(panel["user"], n_user_latents).iterrows():
+            label = html.escape(str(r.get("label", "")))
+            slider = widgets.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=0.25,
+                                         description=f"latent {int(r['latent'])}", continuous_update=True,
+                                         style={"description_width": "9em"}, layout=widgets.Layout(width="28em"))
+            slider.observe(update, names="value")
+            sliders[f"latent:{int(r['latent'])}"] = (slider, widgets.HTML(f"<small>{label}</small>",
+                                                                          layout=widgets.Layout(width="20em")))
+        panel["latent_sliders"] = {k: v[0] for k, v in sliders.items()}
+        latent_box.children = [widgets.HTML("<b>This user's most active features</b>")] + \
+            [widgets.HBox(list(pair)) for pair in sliders.values()]
+        update()
+
+    def on_reset(_: Any) -> None:
+        for s in [*concept_sliders.values(), *panel["latent_sliders"].values()]:
+            s.unobserve(update, names="value")
+            s.value = 0.0
+            s.observe(update, names="value")
+        update()
+
+    for s in concept_sliders.values():
+        s.observe(update, names="value")
+    explain_pick.observe(show_explanation, names="value")
+    user_box.observe(lambda change: set_user(change["new"]), names="value")
+    reset.on_click(on_reset)
+    controls = widgets.VBox([widgets.HTML("<b>Concepts</b> (right: more, left: fewer)"),
+                             *concept_sliders.values(), latent_box, reset])
+    # Controls above the list, not beside it: side by side, the sliders were squeezed to a few pixels.
+    widget = widgets.VBox([widgets.HBox([user_box, status]), history_html, controls, result_html, explain_pick,
+                           explanation_html])
+    widget.set_user, widget.update, widget.sliders, widget.last = set_user, update, concept_sliders, None
+    first = user_id if user_id is not None else int(live.seq_data.users["user_id"].iloc[0])
+    user_box.value = first
+    if panel["user"] != live.user_index(first) or widget.last is None:
+        set_user(first)
+    return widget

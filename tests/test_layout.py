@@ -1,0 +1,40 @@
+"""The package's layout is its architecture: layers import only downwards, modules stay small."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "seqsae_lib"
+LAYERS = ["utils", "data", "model", "sae", "interpret", "steering", "viz", "experiments"]
+
+
+def test_layers_import_only_downwards():
+    """import-linter checks the layers contract in pyproject.toml (TYPE_CHECKING imports included)."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    if not exe.exists():
+        exe = shutil.which("lint-imports")
+        if exe is None:
+            pytest.skip("import-linter is not installed (pip install -e '.[test]')")
+    result = subprocess.run([str(exe), "--config", str(REPO / "pyproject.toml")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_every_module_lives_in_a_layer():
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert set(top) == {"__init__.py", *LAYERS}, top
+
+
+def test_the_library_never_imports_the_chapters_or_widgets_eagerly():
+    code = ("import sys, seqsae_lib; "
+            "assert 'ipywidgets' not in sys.modules and 'seqsae_lib.viz.widgets' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "from chapters" not in text and "import chapters" not in text, path
