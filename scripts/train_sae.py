@@ -66,7 +66,7 @@ def main() -> None:
     config = sl.SAEConfig(d_in=store.d_model, seed=args.seed, **recipe.sae)
     train_config = sl.SAETrainConfig(seed=args.seed, num_threads=args.threads, **recipe.train)
     start = time.perf_counter()
-    sae, history = sl.train_sae(store.acts, config, train_config)
+    sae, history = sl.train_sae(store, config, train_config)
     t_train = time.perf_counter() - start
     sae.fold_normalization()
     recon = sl.evaluate_reconstruction(sae, store.acts)

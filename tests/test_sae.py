@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -323,7 +325,8 @@ def test_save_load_round_trip(tmp_path, kind):
     assert sorted(p.name for p in pt.parent.iterdir()) == ["sae.json", "sae.pt"]  # no temp files left
     loaded = SparseAutoencoder.load(tmp_path / "models" / "sae", expected={"capture_point": "final"})
     assert not loaded.training
-    assert loaded.config == sae.config
+    # a file whose config predates the capture-point field takes it from its metadata
+    assert loaded.config == dataclasses.replace(sae.config, capture_point="final")
     assert loaded.metadata["metadata"] == meta
     for name, tensor in sae.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
@@ -421,3 +424,17 @@ def test_non_finite_weights_are_refused_on_save_and_load(tmp_path):
     js.write_text(json.dumps(meta))
     with pytest.raises(SAEFileError, match=r"sae.pt hold non-finite values in tensor\(s\) 'b_dec'"):
         SparseAutoencoder.load(tmp_path / "sae")
+
+
+def test_the_sae_knows_where_it_reads(tmp_path):
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=32, k=4, capture_point="block_0"))
+    assert sae.capture_point == "block_0"
+    assert sae.check_capture_point(None) == "block_0" == sae.check_capture_point("block_0")
+    with pytest.raises(ValueError, match="reads SASRec at 'block_0', not 'final'"):
+        sae.check_capture_point("final")
+    sae.save(tmp_path / "sae")
+    assert SparseAutoencoder.load(tmp_path / "sae").capture_point == "block_0"
+    plain = SparseAutoencoder(SAEConfig(d_in=8, d_sae=32, k=4))
+    assert plain.check_capture_point("final") == "final"
+    with pytest.raises(ValueError, match="does not record where it reads"):
+        plain.check_capture_point(None)

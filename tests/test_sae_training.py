@@ -193,3 +193,14 @@ def test_grid_returns_the_saes_it_measured(atoms_data):
         # The table's figures are those of the returned SAE.
         assert evaluate_reconstruction(sae, x[:2000])["fvu"] == pytest.approx(row.fvu, rel=1e-5)
     assert isinstance(train_sae_grid(x[:500], [32], [2], fast(num_epochs=1), progress=False), pd.DataFrame)
+
+
+def test_training_on_a_store_records_its_capture_point(tiny_split, train_tiny_sasrec):
+    from seqsae_lib.sae.activations import collect_activations
+
+    model = train_tiny_sasrec(tiny_split, epochs=1)
+    store = collect_activations(model, tiny_split.train, "block_0", progress=False)
+    sae, _ = train_sae(store, SAEConfig(d_in=store.d_model, d_sae=32, k=4), fast(num_epochs=1))
+    assert sae.capture_point == "block_0"
+    with pytest.raises(ValueError, match="holds states from 'block_0'"):
+        train_sae(store, SAEConfig(d_in=store.d_model, d_sae=32, k=4, capture_point="final"), fast(num_epochs=1))

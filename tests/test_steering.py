@@ -392,7 +392,7 @@ def test_bad_requests_raise_clear_errors(model, ids):
     with pytest.raises(ValueError, match="NaN or inf"):
         VectorSteering("final", torch.tensor([1.0, float("nan")]))
     saved = make_sae()
-    saved.metadata = {"metadata": {"capture_point": "block_1"}}
+    saved.config.capture_point = "block_1"
     with pytest.raises(ValueError, match="trained at capture point 'block_1'"):
         Steering.add(saved, "final", 1, 1.0)
     with pytest.raises(ValueError, match="shape"):

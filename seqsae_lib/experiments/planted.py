@@ -144,7 +144,7 @@ def planted_topic_experiment(
     store = collect_activations(net, split.train, capture_point, next_items=split.valid_targets,
                                 fingerprint=split.fingerprint, progress=False)
     config = SAEConfig(**{"d_in": store.d_model, "d_sae": 256, "kind": "topk", "k": 8, "seed": seed, **(sae or {})})
-    dictionary, _ = train_sae(store.acts, config, SAETrainConfig(**{
+    dictionary, _ = train_sae(store, config, SAETrainConfig(**{
         "num_epochs": 10, "batch_size": 512, "lr": 2e-3, "seed": seed, "num_threads": num_threads,
         "progress": progress, **(sae_train or {})}))
     dictionary.eval()

@@ -304,9 +304,7 @@ def build_atlas(
     """
     if sae.config.d_in != store.d_model:
         raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the store holds {store.d_model}-dim ones")
-    sae_point = (sae.metadata or {}).get("metadata", {}).get("capture_point")  # set when saved or loaded
-    if sae_point is not None and sae_point != store.capture_point:
-        raise ValueError(f"the SAE was trained at {sae_point!r}, the store holds states at {store.capture_point!r}")
+    sae.check_capture_point(store.capture_point)
     steps = ["encode", "stats", "genre profiles", "decade profile", "popularity profile", "user profile",
              "labels"]
     seconds: dict[str, float] = {}

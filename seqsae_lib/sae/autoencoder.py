@@ -153,6 +153,13 @@ class SAEConfig:
     seed: int = 0
     """Seed of the weight initialisation (a private generator: the global RNG is not touched)."""
 
+    capture_point: str | None = None
+    """Where in the recommender the SAE reads its ``d_in``-wide states (a capture point name such as
+    ``"final"`` or ``"block_0"``). :func:`~seqsae_lib.sae.training.train_sae` sets it from the activation
+    store it trains on; it is saved and loaded with the weights, and steering, explanations, the atlas and
+    fidelity read it from the SAE (a different capture point is an error). ``None`` for an SAE trained on
+    other vectors (toy data)."""
+
     def __post_init__(self) -> None:
         _check_int("d_in", self.d_in, 1)
         _check_int("d_sae", self.d_sae, 1)
@@ -176,6 +183,8 @@ class SAEConfig:
         if not 0.0 <= self.threshold_momentum < 1.0:
             raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
         _check_int("seed", self.seed, 0)
+        if self.capture_point is not None and (not isinstance(self.capture_point, str) or not self.capture_point):
+            raise TypeError(f"capture_point must be None or a capture point name, got {self.capture_point!r}")
         # plain Python types, so the config is JSON-able
         for name in ("d_in", "d_sae", "k", "aux_k", "dead_after", "seed"):
             setattr(self, name, int(getattr(self, name)))
@@ -345,6 +354,37 @@ class SparseAutoencoder(nn.Module):
     def d_in(self) -> int:
         """Input width (``config.d_in``). Introduced in chapter 3 (chapters/03_sae.ipynb)."""
         return self.config.d_in
+
+    @property
+    def capture_point(self) -> str | None:
+        """Where in the recommender this SAE reads (``config.capture_point``); ``None`` if not recorded.
+
+        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        """
+        return self.config.capture_point
+
+    def check_capture_point(self, capture_point: str | None) -> str:
+        """The capture point to use with this SAE: its own, which ``capture_point`` (if given) must equal.
+
+        Introduced in chapter 3 (chapters/03_sae.ipynb).
+
+        Raises
+        ------
+        ValueError
+            If ``capture_point`` differs from the SAE's own, or neither is known.
+        """
+        own = self.config.capture_point
+        if capture_point is not None and not isinstance(capture_point, str):
+            raise TypeError(f"capture_point must be a capture point name, got {capture_point!r}")
+        if own is not None and capture_point is not None and capture_point != own:
+            raise ValueError(f"this SAE reads SASRec at {own!r}, not {capture_point!r}: its weights mean nothing "
+                             f"there. Use capture point {own!r}, or train an SAE on states collected at "
+                             f"{capture_point!r}")
+        point = own if own is not None else capture_point
+        if point is None:
+            raise ValueError("this SAE does not record where it reads SASRec (it was trained on plain vectors); "
+                             "pass capture_point=..., or train it on an ActivationStore")
+        return point
 
     @property
     def d_sae(self) -> int:
@@ -903,8 +943,12 @@ class SparseAutoencoder(nn.Module):
                     f"SAE file {json_path} does not match what was expected: " + "; ".join(diffs)
                 )
         state = load_state(pt_path, json_path, meta, error=SAEFileError, what="SAE", map_location=map_location)
+        config_dict = dict(meta["config"])
+        if config_dict.get("capture_point") is None and isinstance(meta["metadata"].get("capture_point"), str):
+            # files written before the capture point was a config field record it in their metadata
+            config_dict["capture_point"] = meta["metadata"]["capture_point"]
         try:
-            config = SAEConfig.from_dict(meta["config"])
+            config = SAEConfig.from_dict(config_dict)
         except (TypeError, ValueError) as exc:
             raise SAEFileError(f"invalid SAE config in {json_path}: {exc}") from exc
         sae = cls(config)

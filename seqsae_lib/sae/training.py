@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from seqsae_lib.utils.runtime import resolve_device, set_threads
+from seqsae_lib.sae.activations import ActivationStore
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder, is_dead
 
 __all__ = ["SAETrainConfig", "SAEHistory", "train_sae", "lr_factor"]
@@ -236,7 +237,7 @@ def _check_activations(activations: Tensor, d_in: int) -> Tensor:
 
 
 def train_sae(
-    activations: Tensor,
+    activations: ActivationStore | Tensor,
     sae_config: SAEConfig,
     train_config: SAETrainConfig | None = None,
     *,
@@ -254,8 +255,10 @@ def train_sae(
 
     Parameters
     ----------
-    activations : Tensor of shape (n, d_in)
-        Stored activation vectors (float; NaN/inf are rejected). Not modified.
+    activations : ActivationStore or Tensor of shape (n, d_in)
+        Stored activation vectors (float; NaN/inf are rejected). Not modified. From an
+        :class:`~seqsae_lib.sae.activations.ActivationStore` the SAE also learns where it reads: its
+        ``config.capture_point`` is set to the store's (a config naming another capture point is an error).
     sae_config : SAEConfig
     train_config : SAETrainConfig, optional
         Defaults to ``SAETrainConfig()``.
@@ -281,6 +284,13 @@ def train_sae(
     cfg = SAETrainConfig() if train_config is None else train_config
     if not isinstance(cfg, SAETrainConfig):
         raise TypeError(f"train_config must be an SAETrainConfig, got {type(cfg).__name__}")
+    if isinstance(activations, ActivationStore):
+        point = activations.capture_point
+        if sae_config.capture_point not in (None, point):
+            raise ValueError(f"sae_config.capture_point is {sae_config.capture_point!r} but the activation store "
+                             f"holds states from {point!r}")
+        sae_config = replace(sae_config, capture_point=point)
+        activations = activations.acts
     _check_activations(activations, sae_config.d_in)
     if sae is not None:
         if not isinstance(sae, SparseAutoencoder):

@@ -132,11 +132,8 @@ def _check_capture_point_name(capture_point: Any) -> str:
 
 
 def _sae_capture_point(sae: SparseAutoencoder) -> str | None:
-    """The capture point recorded in a saved SAE's metadata, if any."""
-    meta = getattr(sae, "metadata", None) or {}
-    inner = meta.get("metadata") if isinstance(meta.get("metadata"), dict) else meta
-    cp = inner.get("capture_point") if isinstance(inner, dict) else None
-    return cp if isinstance(cp, str) else None
+    """Where the SAE reads (its config's capture point), if recorded."""
+    return sae.capture_point
 
 
 def _check_model(model: Any) -> nn.Module:

@@ -256,7 +256,7 @@ def shipped_pipeline(
         model, _ = load_pretrained_sasrec(split.fingerprint)
     store = training_activations(model, split, recipe.capture_point)
     if retrain:
-        sae, _ = train_sae(store.acts, SAEConfig(d_in=store.d_model, seed=seed, **recipe.sae),
+        sae, _ = train_sae(store, SAEConfig(d_in=store.d_model, seed=seed, **recipe.sae),
                            SAETrainConfig(seed=seed, num_threads=num_threads, **recipe.train))
         sae.fold_normalization()
         sae.eval()
