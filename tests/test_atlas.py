@@ -84,8 +84,7 @@ def test_atlas_errors(tiny_atlas):
     wrong = sl.SparseAutoencoder(sl.SAEConfig(d_in=8, d_sae=16, k=2))
     with pytest.raises(ValueError, match="8-dim"):
         sl.build_atlas(atlas.model, wrong, atlas.store, atlas.seq_data, progress=False)
-    other = sl.SparseAutoencoder(sl.SAEConfig(d_in=atlas.store.d_model, d_sae=16, k=2))
-    other.metadata = {"metadata": {"capture_point": "block_0"}}
+    other = sl.SparseAutoencoder(sl.SAEConfig(d_in=atlas.store.d_model, d_sae=16, k=2, capture_point="block_0"))
     with pytest.raises(ValueError, match="block_0"):
         sl.build_atlas(atlas.model, other, atlas.store, atlas.seq_data, progress=False)
 
