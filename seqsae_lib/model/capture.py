@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HookableModel", "Recording", "record", "intervene"]
+__all__ = ["HookableModel", "Recording", "check_model", "record", "intervene"]
 
 
+@runtime_checkable
 class HookableModel(Protocol):
     """Anything exposing named capture points (e.g. :class:`~seqsae_lib.model.sasrec.SASRec`).
 
@@ -46,6 +47,33 @@ class HookableModel(Protocol):
     def hook_point(self, name: str) -> nn.Module:
         """The identity module at ``name``; raises ``KeyError`` listing valid names."""
         ...
+
+
+def check_model(model: Any, *, scores: bool = False, what: str = "model") -> nn.Module:
+    """Return ``model`` if it is a torch module with named capture points (a :class:`HookableModel`).
+
+    Introduced in chapter 3 (chapters/03_sae.ipynb). The library's one model check: everything that hooks
+    into a recommender calls it instead of testing attributes one by one.
+
+    Parameters
+    ----------
+    scores : bool, default False
+        Also require a tied item table (``item_emb``) and a ``d_model`` width, as SASRec has: needed by
+        anything that turns hidden states into item scores.
+
+    Raises
+    ------
+    TypeError
+        Naming what is missing.
+    """
+    if not isinstance(model, nn.Module) or not isinstance(model, HookableModel):
+        raise TypeError(f"{what} must be a recommender with named capture points (e.g. a SASRec: a torch module "
+                        f"with capture_points and hook_point), got {type(model).__name__}")
+    if scores and (not isinstance(getattr(model, "item_emb", None), nn.Embedding)
+                   or not isinstance(getattr(model, "d_model", None), int)):
+        raise TypeError(f"{what} must score items from its hidden states (a SASRec: item_emb and d_model), "
+                        f"got {type(model).__name__}")
+    return model
 
 
 class Recording(Mapping[str, Tensor]):
