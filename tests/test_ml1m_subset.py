@@ -55,7 +55,7 @@ def test_prefix_gz_loads_with_published_counts(ml1m_u2999):
     assert data.interactions["user_id"].min() == 1 and data.interactions["user_id"].max() == 2_999
     # Metadata exactly as "ml-1m" carries it: titles, years, genres, demographics (of the subset's users).
     assert data.items.loc[1, "title"] == "Toy Story (1995)" and data.items.loc[1, "year"] == 1995
-    assert data.genre_names == sl.data.movielens.ML1M_GENRES and data.item_genres.shape == (3_883, 18)
+    assert data.genre_names == sl.data.movielens_files.ML1M_GENRES and data.item_genres.shape == (3_883, 18)
     assert list(data.users.index) == list(range(1, 3_000))
     assert list(data.users.columns) == ["age", "age_group", "gender", "occupation", "zip_code"]
     assert data.source.path.name == "ml-1m-first2999users" and not data.source.detail

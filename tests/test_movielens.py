@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.data.movielens import parse_ml1m_ratings, read_ml1m_movies, read_ml1m_users
+from seqsae_lib.data.movielens_files import parse_ml1m_ratings, read_ml1m_movies, read_ml1m_users
 
 
 def test_ml100k_known_facts(ml100k):

@@ -12,6 +12,8 @@ import random
 import numpy as np
 import torch
 
+from seqsae_lib.utils.checks import check_int
+
 __all__ = ["THREADS_ENV_VAR", "set_seed", "set_threads", "resolve_device"]
 
 THREADS_ENV_VAR = "SEQSAE_THREADS"
@@ -39,11 +41,7 @@ def set_seed(seed: int) -> None:
     ValueError
         If ``seed`` is negative.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    seed = int(seed)
+    seed = check_int("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
