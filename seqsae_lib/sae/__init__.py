@@ -22,7 +22,8 @@ from seqsae_lib.sae.normalization import (
     calibrate_threshold, fold_decoder_norms, fold_normalization, init_b_dec, init_input_scale,
     remove_gradient_parallel_to_decoder_directions, set_decoder_norm_to_unit_norm,
 )
-from seqsae_lib.sae.activations import ActivationFileError, ActivationStore, activation_paths, collect_activations
+from seqsae_lib.sae.store import ActivationFileError, ActivationStore, activation_paths
+from seqsae_lib.sae.activations import collect_activations
 from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
 from seqsae_lib.sae.metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
