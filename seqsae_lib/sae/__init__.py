@@ -29,9 +29,10 @@ from seqsae_lib.sae.metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
 )
+from seqsae_lib.sae.splice import SPLICE_MODES, SpliceMode, check_mean, check_sae_width, resolve_capture_point, splice
 from seqsae_lib.sae.fidelity import (
-    FIDELITY_CONDITIONS, SPLICE_MODES, FidelityDetails, downstream_fidelity, fidelity_per_user,
-    next_item_cross_entropy, splice,
+    FIDELITY_CONDITIONS, FidelityDetails, FidelityResult, downstream_fidelity, fidelity_per_user,
+    next_item_cross_entropy,
 )
 from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
 
@@ -47,7 +48,8 @@ __all__ = [
     "SAEHistory", "SAETrainConfig", "lr_factor", "train_sae", "train_sae_grid",
     "DensityHistogram", "cosine_similarity", "dead_fraction", "dense_fraction", "density_histogram",
     "evaluate_reconstruction", "feature_density", "fvu", "l0",
-    "FIDELITY_CONDITIONS", "SPLICE_MODES", "FidelityDetails", "downstream_fidelity", "fidelity_per_user",
-    "next_item_cross_entropy", "splice",
+    "SPLICE_MODES", "SpliceMode", "check_mean", "check_sae_width", "resolve_capture_point", "splice",
+    "FIDELITY_CONDITIONS", "FidelityDetails", "FidelityResult", "downstream_fidelity", "fidelity_per_user",
+    "next_item_cross_entropy",
     "atom_recovery", "sparse_dictionary_data",
 ]
