@@ -24,7 +24,8 @@ from seqsae_lib.sae.normalization import (
 )
 from seqsae_lib.sae.store import ActivationFileError, ActivationStore, activation_paths
 from seqsae_lib.sae.activations import collect_activations
-from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
+from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
+from seqsae_lib.sae.training import train_sae, train_sae_grid
 from seqsae_lib.sae.metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
