@@ -5,7 +5,7 @@ Introduced in chapter 3 (chapters/03_sae.ipynb).
 :func:`train_sae` follows the common recipe of SAE libraries (Gao et al. 2024; SAELens;
 dictionary_learning): data-dependent initialisation of the input scale and of ``b_dec``; Adam with a linear
 warm-up, a constant phase and a linear decay to zero; decoder rows kept at unit norm; per-latent "vectors
-since last fired" counters that define dead latents (:func:`seqsae_lib.sae.autoencoder.is_dead`) and feed the AuxK
+since last fired" counters that define dead latents (:func:`seqsae_lib.sae.config.is_dead`) and feed the AuxK
 loss; for BatchTopK, the inference threshold calibrated on the training data at the end.
 """
 
