@@ -74,7 +74,7 @@ def main() -> None:
     print("reconstruction on the training states:", json.dumps({k: round(float(v), 4) for k, v in recon.items()}))
 
     table = sl.downstream_fidelity(model, sae, split.test_inputs, split.test_targets, recipe.capture_point,
-                                   mean=store.mean(), num_items=split.num_items)
+                                   mean=store.mean(), num_items=split.num_items).table
     print(table.round(4).to_string())
     original = table.loc["original", "NDCG@10"]
     spliced = table.loc["SAE (no error term)", "NDCG@10"]

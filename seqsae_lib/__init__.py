@@ -21,7 +21,8 @@ from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndc
 from seqsae_lib.model.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
 from seqsae_lib.model.training import History, TrainConfig, train_sasrec
 from seqsae_lib.model.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
-from seqsae_lib.sae.activations import ActivationFileError, ActivationStore, collect_activations
+from seqsae_lib.sae.store import ActivationFileError, ActivationStore
+from seqsae_lib.sae.activations import collect_activations
 from seqsae_lib.sae.autoencoder import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
 from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
 from seqsae_lib.sae.metrics import (

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import ActivationFileError, ActivationStore, collect_activations
+from seqsae_lib.sae.activations import collect_activations
+from seqsae_lib.sae.store import ActivationFileError, ActivationStore
 from seqsae_lib.data.batching import left_pad
 from seqsae_lib.model.capture import record
 from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError

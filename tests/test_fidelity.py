@@ -14,11 +14,12 @@ from seqsae_lib.model.capture import record
 from seqsae_lib.model.evaluation import evaluate
 from seqsae_lib.sae.fidelity import (
     FIDELITY_CONDITIONS,
+    FidelityResult,
     downstream_fidelity,
     fidelity_per_user,
     next_item_cross_entropy,
-    splice,
 )
+from seqsae_lib.sae.splice import splice
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
 
@@ -41,8 +42,9 @@ def short_ids() -> torch.Tensor:
     return torch.tensor([[0, 0, 0, 4, 5, 6], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 9]])
 
 
-def random_sae(d_in: int = D) -> SparseAutoencoder:
-    return SparseAutoencoder(SAEConfig(d_in=d_in, d_sae=4 * d_in, kind="topk", k=3, normalize_input=False))
+def random_sae(d_in: int = D, capture_point: str | None = None) -> SparseAutoencoder:
+    return SparseAutoencoder(SAEConfig(d_in=d_in, d_sae=4 * d_in, kind="topk", k=3, normalize_input=False,
+                                       capture_point=capture_point))
 
 
 def identity_sae(kind: str) -> SparseAutoencoder:
@@ -163,7 +165,9 @@ def fidelity_table(model, split):
 
 
 def test_downstream_fidelity_table(model, split, fidelity_table):
-    df = fidelity_table
+    result = fidelity_table
+    assert isinstance(result, FidelityResult) and result.capture_point == "block_1"
+    df = result.table
     assert list(df.index) == list(FIDELITY_CONDITIONS)
     assert list(df.columns) == ["NDCG@10", "HR@10", "CE", "CE increase",
                                 "fraction recovered (CE)", "fraction of original NDCG@10"]
@@ -176,19 +180,19 @@ def test_downstream_fidelity_table(model, split, fidelity_table):
         assert df.loc[cond, "NDCG@10"] == pytest.approx(df.loc["original", "NDCG@10"], abs=1e-12)
         assert df.loc[cond, "CE"] == pytest.approx(ce, abs=1e-5)
         assert df.loc[cond, "fraction recovered (CE)"] == pytest.approx(1.0, abs=1e-3)
-        np.testing.assert_array_equal(df.attrs["fidelity"].eval_results[cond].ranks, orig.ranks)
+        np.testing.assert_array_equal(result.eval_results[cond].ranks, orig.ranks)
     assert df.loc["original", "fraction recovered (CE)"] == pytest.approx(1.0)
     assert df.loc["mean ablation", "fraction recovered (CE)"] == pytest.approx(0.0)
     assert df.loc["mean ablation", "CE"] > df.loc["original", "CE"]  # the trained model beats the mean state
-    per_user = fidelity_per_user(df, "NDCG")
+    per_user = fidelity_per_user(result, "NDCG")
     assert per_user.shape == (len(split.test_inputs), len(FIDELITY_CONDITIONS))
-    assert fidelity_per_user(df, "ce")["original"].mean() == pytest.approx(ce)
+    pd.testing.assert_frame_equal(result.per_user("NDCG"), per_user)
+    assert fidelity_per_user(result, "ce")["original"].mean() == pytest.approx(ce)
     with pytest.raises(ValueError, match="unknown metric"):
-        fidelity_per_user(df, "AUC")
-    with pytest.raises(ValueError, match="no per-user data"):
-        fidelity_per_user(pd.DataFrame(df.to_dict()), "NDCG")
-    both = pd.concat({"a": df, "b": df})  # attrs must not break concatenation
-    assert both.shape == (10, df.shape[1])
+        fidelity_per_user(result, "AUC")
+    with pytest.raises(TypeError, match="no per-user data"):
+        fidelity_per_user(df, "NDCG")  # type: ignore[arg-type]
+    assert "NDCG@10" in result._repr_html_() and "block_1" in repr(result)
 
 
 def test_zero_ablation_ce_at_final_is_log_num_items(model, split):
@@ -217,12 +221,39 @@ def test_final_splices_only_what_reaches_the_scores(model, split):
     """At "final" the table splices the last position only; it must match a full splice + evaluate."""
     sae = random_sae()
     inputs, targets = split.test_inputs[:20], split.test_targets[:20]
-    df = downstream_fidelity(model, sae, inputs, targets, "final", mean=torch.zeros(D),
-                             num_items=split.num_items, positions="all")
+    details = downstream_fidelity(model, sae, inputs, targets, "final", mean=torch.zeros(D),
+                                  num_items=split.num_items, positions="all")
     with splice(model, sae, "final", mode="sae", positions="all"):
         ref = evaluate(model, inputs, targets, num_items=split.num_items)
         ce = next_item_cross_entropy(model, inputs, targets, reduction="none")
-    details = df.attrs["fidelity"]
     np.testing.assert_array_equal(details.eval_results["SAE (no error term)"].ranks, ref.ranks)
     np.testing.assert_allclose(details.ce_per_user["SAE (no error term)"], ce, rtol=1e-6)
-    assert df.loc["zero ablation", "CE"] == pytest.approx(math.log(split.num_items))
+    assert details.table.loc["zero ablation", "CE"] == pytest.approx(math.log(split.num_items))
+
+
+def test_capture_point_comes_from_the_sae(model, split):
+    """An SAE that records where it reads needs no capture point; another one is refused."""
+    sae = random_sae(capture_point="block_0")
+    inputs, targets = split.test_inputs[:20], split.test_targets[:20]
+    implicit = downstream_fidelity(model, sae, inputs, targets, mean=torch.zeros(D), num_items=split.num_items)
+    explicit = downstream_fidelity(model, sae, inputs, targets, "block_0", mean=torch.zeros(D),
+                                   num_items=split.num_items)
+    assert implicit.capture_point == "block_0"
+    pd.testing.assert_frame_equal(implicit.table, explicit.table)
+    with pytest.raises(ValueError, match="reads SASRec at 'block_0', not 'final'"):
+        downstream_fidelity(model, sae, inputs, targets, "final", mean=torch.zeros(D), num_items=split.num_items)
+    with pytest.raises(ValueError, match="reads SASRec at 'block_0'"):
+        with splice(model, sae, "final"):
+            pass
+    with pytest.raises(ValueError, match="does not record where it reads"):
+        with splice(model, random_sae()):
+            pass
+    with pytest.raises(ValueError, match="capture_point is required"):
+        with splice(model, None, mode="zero"):
+            pass
+    with splice(model, sae), record(model, "block_0") as rec:  # spliced at the SAE's point
+        model(torch.tensor([[1, 2, 3]]))
+    with record(model, "block_0") as plain:
+        model(torch.tensor([[1, 2, 3]]))
+    assert not torch.allclose(rec["block_0"], plain["block_0"])
+    assert _no_hooks(model)

@@ -66,7 +66,7 @@ def test_shipped_sae_reproduces_recorded_figures(recipe_split):
     assert abs(recon["fvu"] - meta["reconstruction"]["fvu"]) <= 1e-3
     assert recon["fvu"] <= 0.10 and recon["dead_fraction"] <= 0.02  # the targets
     table = sl.downstream_fidelity(model, sae, split.test_inputs, split.test_targets,
-                                   SAE_ML100K_FINAL.capture_point, mean=store.mean(), num_items=split.num_items)
+                                   SAE_ML100K_FINAL.capture_point, mean=store.mean(), num_items=split.num_items).table
     recorded = meta["fidelity_test"]["SAE (no error term)"]["NDCG@10"]
     assert abs(table.loc["SAE (no error term)", "NDCG@10"] - recorded) <= 0.002
     assert table.loc["SAE (no error term)", "NDCG@10"] >= 0.95 * table.loc["original", "NDCG@10"]

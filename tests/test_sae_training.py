@@ -15,7 +15,8 @@ import torch
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 from seqsae_lib.sae.metrics import evaluate_reconstruction
 from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, lr_factor, train_sae, train_sae_grid
+from seqsae_lib.sae.training import train_sae, train_sae_grid
+from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
 
 D, N_ATOMS, N = 32, 128, 20_000
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.model.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
+from seqsae_lib.model.config import SASRecConfig
+from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
 
 NUM_ITEMS = 30
 

@@ -22,10 +22,7 @@ from typing import Any
 import torch
 
 from seqsae_lib.model.sasrec import SASRec, SASRecConfig
-from seqsae_lib.utils.fileio import (
-    differences, load_meta, load_state, paired_paths, remember_weights_sha256, save_state_with_meta,
-)
-from seqsae_lib.utils.fileio import to_jsonable as _to_jsonable
+from seqsae_lib.utils.fileio import check_expected, differences, load_module, paired_paths, save_module, to_jsonable
 
 __all__ = [
     "CheckpointError",
@@ -60,14 +57,6 @@ def checkpoint_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     Introduced in chapter 2 (chapters/02_sasrec.ipynb).
     """
     return paired_paths(path_stem)
-
-
-
-
-
-
-
-
 
 
 def save_checkpoint(
@@ -114,15 +103,14 @@ def save_checkpoint(
     if not isinstance(fingerprint, dict):
         raise TypeError(f"fingerprint must be a dict, got {type(fingerprint).__name__}")
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "model_class": "SASRec",
         "model_config": model.config.to_dict(),
-        "fingerprint": _to_jsonable(fingerprint, "fingerprint"),
-        "metrics": _to_jsonable(metrics, "metrics"),
-        "extra": _to_jsonable(extra, "extra"),
+        "fingerprint": to_jsonable(fingerprint, "fingerprint"),
+        "metrics": to_jsonable(metrics, "metrics"),
+        "extra": to_jsonable(extra, "extra"),
     }
-    return save_state_with_meta(model.state_dict(), path_stem, meta, error=CheckpointError, what="checkpoint")
+    return save_module(model, path_stem, meta, fmt=FORMAT, version=FORMAT_VERSION, error=CheckpointError,
+                       what="checkpoint")
 
 
 def fingerprint_differences(stored: dict, expected: dict) -> list[str]:
@@ -175,28 +163,15 @@ def load_checkpoint(
     FingerprintMismatchError
         The data fingerprint differs (the message lists the differing keys).
     """
-    meta, pt_path, json_path = load_meta(
-        path_stem, fmt=FORMAT, version=FORMAT_VERSION, required=("model_config", "fingerprint"),
-        error=CheckpointError, what="checkpoint",
-    )
-    if expected_fingerprint is not None:
-        diffs = fingerprint_differences(meta["fingerprint"], _to_jsonable(expected_fingerprint, "expected_fingerprint"))
-        if diffs:
-            raise FingerprintMismatchError(
-                f"checkpoint {pt_path} was trained on different data: " + "; ".join(diffs)
-            )
-    state = load_state(pt_path, json_path, meta, error=CheckpointError, what="checkpoint", map_location=map_location)
 
-    try:
-        config = SASRecConfig.from_dict(meta["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"invalid model_config in {json_path}: {exc}") from exc
-    model = SASRec.from_config(config)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"weights in {pt_path} do not fit the config in {json_path}: {exc}") from exc
-    model.to(map_location)
-    model.eval()
-    remember_weights_sha256(model, meta["weights_sha256"])  # what an SAE made for this checkpoint records
-    return model, meta
+    def check(meta: dict, pt_path: Path, json_path: Path) -> None:
+        if expected_fingerprint is not None:
+            check_expected(meta["fingerprint"], expected_fingerprint, name="expected_fingerprint", holder="checkpoint",
+                           error=FingerprintMismatchError, message=f"checkpoint {pt_path} was trained on different data")
+
+    model, meta = load_module(
+        path_stem, lambda meta: SASRec.from_config(SASRecConfig.from_dict(meta["model_config"])), fmt=FORMAT,
+        version=FORMAT_VERSION, required=("model_config", "fingerprint"), config_key="model_config",
+        error=CheckpointError, what="checkpoint", check=check, map_location=map_location,
+    )
+    return model, meta  # type: ignore[return-value]

@@ -37,6 +37,9 @@ from tqdm.auto import tqdm
 from seqsae_lib.data.batching import check_sequences, iter_eval_batches
 from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
 
+from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.torchutils import eval_mode
+
 __all__ = ["Scorer", "EvalResult", "evaluate", "MostPopularScorer", "RandomScorer"]
 
 
@@ -196,9 +199,7 @@ def evaluate(
             f"{type(scorer).__name__} is not a scorer: expected a `scores(input_ids)` method "
             "returning a (batch, num_items + 1) tensor"
         )
-    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
-        raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
-    num_items = int(num_items)
+    num_items = check_int("num_items", num_items, 1)
     ks = _ks(k)
     seqs = check_sequences(inputs, num_items=num_items, what="inputs", allow_empty=False)
     if not seqs:
@@ -211,14 +212,11 @@ def evaluate(
     else:
         dev = torch.device(device)
 
-    was_training = scorer.training if isinstance(scorer, nn.Module) else None
-    if isinstance(scorer, nn.Module):
-        scorer.eval()
     kmax = max(ks)
     ranks = np.empty(len(seqs), dtype=np.int64)
     covered = {kk: torch.zeros(num_items + 1, dtype=torch.bool, device=dev) for kk in ks}
     item_ids = torch.arange(num_items + 1, device=dev)
-    try:
+    with eval_mode(scorer if isinstance(scorer, nn.Module) else None):
         batches = iter_eval_batches(seqs, targets, max_len=int(max_len), batch_size=batch_size, num_items=num_items)
         n_batches = (len(seqs) + batch_size - 1) // batch_size
         for batch in tqdm(batches, total=n_batches, desc="evaluate", disable=not progress, leave=False):
@@ -249,9 +247,6 @@ def evaluate(
             top_ok = ~excluded.gather(1, top)
             for kk in ks:
                 covered[kk][top[:, :kk][top_ok[:, :kk]]] = True
-    finally:
-        if was_training:
-            scorer.train()  # type: ignore[union-attr]
 
     metrics: dict[str, float] = {}
     for kk in ks:

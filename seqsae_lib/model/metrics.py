@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from seqsae_lib.utils.checks import check_int
+
 __all__ = ["hit_rate_at_k", "hr_at_k", "ndcg_at_k", "mrr_at_k", "coverage_at_k"]
 
 Reduce = Literal["mean", "none"]
@@ -39,9 +41,7 @@ def _ranks(ranks: Any) -> np.ndarray:
 
 
 def _k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    return int(k)
+    return check_int("k", k, 1)
 
 
 def _reduce(values: np.ndarray, reduce: Reduce) -> float | np.ndarray:
@@ -131,8 +131,7 @@ def coverage_at_k(top_items: Any, num_items: int) -> float:
         raise ValueError(f"top_items must be (n_users, k), got shape {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
         raise ValueError(f"top_items must hold integer item ids, got dtype {t.dtype}")
-    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
-        raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
+    check_int("num_items", num_items, 1)
     if t.size == 0:
         return 0.0
     if t.min() < 1 or t.max() > num_items:

@@ -21,21 +21,20 @@ Conventions used throughout the library
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "SASRecConfig",
-    "SASRec",
-    "HookPoint",
-    "UnknownCapturePointError",
-]
+from seqsae_lib.model.config import SASRecConfig
+from seqsae_lib.model.layers import HookPoint, TransformerBlock
 
-_ACTIVATIONS = ("gelu", "relu")
+__all__ = [
+    "SASRec",
+    "UnknownCapturePointError",
+    # from seqsae_lib.model.config and .layers, used here and importable from here as before the split
+    "SASRecConfig",
+    "HookPoint",
+]
 
 
 class UnknownCapturePointError(KeyError, ValueError):
@@ -47,226 +46,6 @@ class UnknownCapturePointError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr-quote the message
         return str(self.args[0]) if self.args else ""
-
-
-@dataclass(frozen=True)
-class SASRecConfig:
-    """Hyper-parameters of :class:`SASRec` (everything needed to rebuild it).
-
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-    """
-
-    num_items: int
-    """Number of real items; ids run ``1..num_items`` and ``0`` is padding."""
-
-    max_len: int = 200
-    """Longest input window in positions (number of positional embeddings)."""
-
-    d_model: int = 64
-    """Width of the residual stream (embedding dimension)."""
-
-    n_layers: int = 2
-    """Number of transformer blocks (capture points ``block_0 .. block_{n-1}``)."""
-
-    n_heads: int = 1
-    """Number of attention heads; must divide ``d_model``."""
-
-    dropout: float = 0.2
-    """Dropout rate on the embedding sum and on each sub-layer output (attention
-    and feed-forward, before the residual add) and inside the feed-forward."""
-
-    attn_dropout: float = 0.0
-    """Dropout on the attention probabilities. Off by default: on CPU it costs
-    about a quarter of a training step (random numbers for every ``L x L``
-    attention entry, and it forces PyTorch's slower attention kernel) while
-    the other dropouts already regularise."""
-
-    d_ff: int | None = None
-    """Hidden width of the feed-forward sub-layer; ``None`` means ``d_model``
-    (the original SASRec's point-wise feed-forward network is ``d_model`` wide)."""
-
-    activation: str = "gelu"
-    """Feed-forward non-linearity: ``"gelu"`` or ``"relu"``."""
-
-    scale_embeddings: bool = False
-    """Multiply item embeddings by ``sqrt(d_model)`` before adding positions.
-    Off by default: the same table is the (tied) output layer, the final
-    LayerNorm fixes the scale the head reads, and unscaled item and position
-    embeddings start on an equal footing."""
-
-    init_std: float = 0.02
-    """Standard deviation of the normal initialisation of both embedding tables."""
-
-    layer_norm_eps: float = 1e-6
-    """Epsilon of every LayerNorm."""
-
-    def __post_init__(self) -> None:
-        def _int(name: str, minimum: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"SASRecConfig.{name} must be an int >= {minimum}, got {value!r}")
-
-        _int("num_items", 1)
-        _int("max_len", 1)
-        _int("d_model", 1)
-        _int("n_layers", 0)
-        _int("n_heads", 1)
-        if self.d_ff is not None:
-            _int("d_ff", 1)
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"SASRecConfig.n_heads={self.n_heads} must divide d_model={self.d_model}"
-            )
-        for name in ("dropout", "attn_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
-                raise ValueError(f"SASRecConfig.{name} must be a number in [0, 1), got {value!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"SASRecConfig.activation must be one of {_ACTIVATIONS}, got {self.activation!r}"
-            )
-        if not (self.init_std > 0 and math.isfinite(self.init_std)):
-            raise ValueError(f"SASRecConfig.init_std must be a positive number, got {self.init_std!r}")
-        if not (self.layer_norm_eps > 0):
-            raise ValueError(f"SASRecConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
-
-    @property
-    def ff_width(self) -> int:
-        """Resolved feed-forward width (``d_ff`` or ``d_model`` when ``None``).
-
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-        """
-        return self.d_model if self.d_ff is None else self.d_ff
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict of the fields (used by checkpoints).
-
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-        """
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SASRecConfig":
-        """Build a config from :meth:`to_dict` output; unknown keys are an error.
-
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown SASRecConfig field(s) {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**data)
-
-
-class HookPoint(nn.Module):
-    """Identity module marking a named place on the residual stream.
-
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Forward hooks
-    registered on it (see :mod:`seqsae_lib.model.capture`) can read or replace the
-    state flowing through it, like TransformerLens' ``HookPoint``.
-
-    Parameters
-    ----------
-    name : str
-        The capture point's name (``"embed"``, ``"block_0"``, ..., ``"final"``).
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Return ``x`` unchanged (hooks may replace it)."""
-        return x
-
-    def extra_repr(self) -> str:
-        return f"name={self.name!r}"
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention built on ``scaled_dot_product_attention``.
-
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-
-    Parameters
-    ----------
-    d_model : int
-        Residual stream width.
-    n_heads : int
-        Number of heads (divides ``d_model``).
-    dropout : float
-        Dropout on the attention probabilities (training only).
-    """
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.d_head = d_model // n_heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
-        """Attend causally.
-
-        Parameters
-        ----------
-        x : Tensor
-            ``(B, L, d_model)`` normalised residual stream.
-        attn_mask : Tensor
-            ``(B, 1, L, L)`` additive float mask: 0 where query ``i`` may
-            attend to key ``j``, ``-inf`` elsewhere (a boolean mask, ``True`` =
-            attend, also works). Every row must allow at least one key (the
-            model always allows the diagonal) so no row is fully masked.
-
-        Returns
-        -------
-        Tensor
-            ``(B, L, d_model)``.
-        """
-        b, length, d = x.shape
-        q, k, v = (
-            self.qkv(x).view(b, length, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)
-        )
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(b, length, d))
-
-
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm transformer block.
-
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
-    ``x + Dropout(Attn(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` where
-    ``FFN = Linear(d, d_ff) -> act -> Dropout -> Linear(d_ff, d)``.
-
-    Parameters
-    ----------
-    config : SASRecConfig
-        Model hyper-parameters.
-    """
-
-    def __init__(self, config: SASRecConfig) -> None:
-        super().__init__()
-        d = config.d_model
-        self.ln_attn = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.attn = CausalSelfAttention(d, config.n_heads, config.attn_dropout)
-        self.ln_ffn = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.ffn = nn.Sequential(
-            nn.Linear(d, config.ff_width),
-            nn.GELU() if config.activation == "gelu" else nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.ff_width, d),
-        )
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
-        """Apply the block to ``(B, L, d)`` states with a ``(B, 1, L, L)`` mask."""
-        x = x + self.drop(self.attn(self.ln_attn(x), attn_mask))
-        return x + self.drop(self.ffn(self.ln_ffn(x)))
 
 
 class SASRec(nn.Module):

@@ -22,6 +22,8 @@ from seqsae_lib.model.evaluation import evaluate
 from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.model.sasrec import SASRec
 
+from seqsae_lib.utils.checks import check_int
+
 __all__ = ["TrainConfig", "History", "train_sasrec", "sequence_loss"]
 
 
@@ -103,15 +105,12 @@ class TrainConfig:
         positive = {"max_epochs": self.max_epochs, "batch_size": self.batch_size,
                     "eval_every": self.eval_every, "eval_batch_size": self.eval_batch_size}
         for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be an int >= 1, got {value!r}")
+            check_int(f"TrainConfig.{name}", value, 1)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        if isinstance(self.length_groups, bool) or not isinstance(self.length_groups, int) \
-                or self.length_groups < 1:
-            raise ValueError(f"TrainConfig.length_groups must be an int >= 1, got {self.length_groups!r}")
+        check_int("TrainConfig.length_groups", self.length_groups, 1)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"TrainConfig.patience must be None or an int >= 1, got {self.patience!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -23,14 +23,14 @@ The headline number is the *fraction of cross-entropy recovered*, with mean abla
 than zero ablation is the reference because a zero vector is far outside the distribution of states
 (the zero-ablation loss is ``log(num_items)`` at ``"final"``, an easy bar to beat).
 
-Padding positions (all-zero states, see :mod:`seqsae_lib.model.sasrec`) are never touched by a splice: a state
-vector that is exactly zero in every coordinate is treated as padding.
+The splicing itself is :func:`seqsae_lib.sae.splice.splice`. :func:`downstream_fidelity` returns a
+:class:`FidelityResult`: the summary table (``result.table``) and the per-user ranks and cross-entropies
+behind it (``result.per_user("NDCG")``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,23 +41,24 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.data.batching import check_sequences, iter_eval_batches
-from seqsae_lib.model.capture import intervene
+from seqsae_lib.model.capture import check_model
 from seqsae_lib.model.evaluation import EvalResult, evaluate
 from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.sae.splice import SPLICE_MODES, check_mean, check_sae_width, resolve_capture_point, splice
+from seqsae_lib.utils.checks import check_choice, check_int
+from seqsae_lib.utils.torchutils import eval_mode
 
 __all__ = [
-    "SPLICE_MODES",
     "FIDELITY_CONDITIONS",
-    "splice",
     "next_item_cross_entropy",
     "downstream_fidelity",
+    "FidelityResult",
     "FidelityDetails",
     "fidelity_per_user",
+    # from seqsae_lib.sae.splice, used here and importable from here as before the split
+    "SPLICE_MODES",
+    "splice",
 ]
-
-SpliceMode = Literal["sae", "sae+error", "zero", "mean"]
-SPLICE_MODES: tuple[str, ...] = ("sae", "sae+error", "zero", "mean")
-"""What :func:`splice` can put in place of the hidden state."""
 
 FIDELITY_CONDITIONS: dict[str, str | None] = {
     "original": None,
@@ -67,156 +68,6 @@ FIDELITY_CONDITIONS: dict[str, str | None] = {
     "zero ablation": "zero",
 }
 """Rows of :func:`downstream_fidelity`'s table and the :func:`splice` mode behind each."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# validation helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-def _model_width(model: nn.Module) -> int:
-    d = getattr(model, "d_model", None)
-    if d is None:
-        raise TypeError(f"model must have a d_model attribute (e.g. a SASRec), got {type(model).__name__}")
-    return int(d)
-
-
-def _check_capture_point(model: nn.Module, capture_point: str) -> None:
-    if not callable(getattr(model, "hook_point", None)):
-        raise TypeError(f"model must expose capture points (e.g. a SASRec), got {type(model).__name__}")
-    model.hook_point(capture_point)  # UnknownCapturePointError listing the valid names
-
-
-def _check_sae(model: nn.Module, sae: Any, capture_point: str) -> SparseAutoencoder:
-    if not isinstance(sae, SparseAutoencoder):
-        raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
-    d_model = _model_width(model)
-    if sae.d_in != d_model:
-        raise ValueError(
-            f"the SAE reads vectors of width d_in={sae.d_in}, but capture point {capture_point!r} of the "
-            f"model has width d_model={d_model}; was the SAE trained on another model?"
-        )
-    return sae
-
-
-def _check_mean(model: nn.Module, mean: Any) -> Tensor:
-    d_model = _model_width(model)
-    if isinstance(mean, np.ndarray):
-        mean = torch.from_numpy(mean)
-    if not isinstance(mean, Tensor):
-        raise TypeError(
-            f"mean must be a tensor of shape ({d_model},) (e.g. ActivationStore.mean()), got {type(mean).__name__}"
-        )
-    if not mean.is_floating_point():
-        raise TypeError(f"mean must be a floating-point tensor, got dtype {mean.dtype}")
-    if tuple(mean.shape) != (d_model,):
-        raise ValueError(f"mean must have shape (d_model,) = ({d_model},), got shape {tuple(mean.shape)}")
-    if not bool(torch.isfinite(mean).all()):
-        raise ValueError("mean contains NaN or inf")
-    return mean.detach()
-
-
-# --------------------------------------------------------------------------------------------------------
-# splicing
-# --------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def splice(
-    model: nn.Module,
-    sae: SparseAutoencoder | None,
-    capture_point: str,
-    *,
-    mode: SpliceMode = "sae",
-    positions: Literal["all", "last"] = "all",
-    mean: Tensor | None = None,
-) -> Iterator[None]:
-    """Replace the state at ``capture_point`` during forward passes run inside the ``with`` block.
-
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Built on :func:`seqsae_lib.model.capture.intervene`.
-
-    Parameters
-    ----------
-    model : SASRec
-    sae : SparseAutoencoder or None
-        Needed for ``"sae"`` and ``"sae+error"`` (its ``d_in`` must equal ``model.d_model``); ignored
-        (may be None) for the ablations. It is put in eval mode inside the block (BatchTopK then uses
-        its per-vector threshold) and its mode is restored afterwards.
-    capture_point : str
-        Where to splice (``"embed"``, ``"block_0"``, ..., ``"final"``).
-    mode : {"sae", "sae+error", "zero", "mean"}, default "sae"
-        ``"sae"``: the SAE reconstruction ``x_hat`` (no error term); ``"sae+error"``:
-        ``x_hat + (x - x_hat)``, equal to ``x`` up to float rounding; ``"zero"``: the zero vector;
-        ``"mean"``: the vector ``mean``.
-    positions : {"all", "last"}, default "all"
-        Replace every real position, or only the most recent one. With ``"all"`` at an inner capture
-        point the later layers also attend to replaced states of earlier positions.
-    mean : Tensor of shape (d_model,), optional
-        Required for ``mode="mean"`` (e.g. :meth:`~seqsae_lib.sae.activations.ActivationStore.mean`).
-
-    Notes
-    -----
-    Padding positions, recognised as state vectors that are exactly zero, are left untouched (zero),
-    whatever the mode. Gradients flow through the replacement (no ``no_grad`` is imposed).
-
-    Raises
-    ------
-    UnknownCapturePointError
-        ``capture_point`` is not a capture point of ``model`` (the message lists the valid ones).
-    ValueError
-        Unknown mode or positions; an SAE whose width differs from the model's (both named); a
-        missing or malformed ``mean``.
-    TypeError
-        ``sae`` is missing or not a :class:`~seqsae_lib.sae.autoencoder.SparseAutoencoder` where one is needed.
-
-    Examples
-    --------
-    >>> with splice(model, sae, "final"):
-    ...     spliced_scores = model.scores(input_ids)
-    """
-    _check_capture_point(model, capture_point)
-    if mode not in SPLICE_MODES:
-        raise ValueError(f"mode must be one of {SPLICE_MODES}, got {mode!r}")
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
-    uses_sae = mode in ("sae", "sae+error")
-    if uses_sae:
-        if sae is None:
-            raise TypeError(f"mode={mode!r} needs an SAE, got sae=None")
-        _check_sae(model, sae, capture_point)
-    mean_vec = _check_mean(model, mean) if mode == "mean" else None
-    if mode != "mean" and mean is not None:
-        raise ValueError(f"mean is only used with mode='mean', got mode={mode!r}")
-
-    def replace_rows(x: Tensor) -> Tensor:
-        """``(n, d)`` real (non-padding) states -> their replacement."""
-        if mode == "zero":
-            return torch.zeros_like(x)
-        if mode == "mean":
-            return mean_vec.to(device=x.device, dtype=x.dtype).expand_as(x).clone()
-        # forward() decodes TopK codes sparsely: about twice as fast as decode(encode(x)) on CPU
-        x_hat = sae(x).x_hat.to(device=x.device, dtype=x.dtype)  # type: ignore[misc]
-        if mode == "sae":
-            return x_hat
-        return x_hat + (x - x_hat)
-
-    def fn(h: Tensor) -> Tensor:
-        real = (h != 0).any(dim=-1)  # padding states are exactly zero
-        if not bool(real.any()):
-            return h
-        out = h.clone()
-        out[real] = replace_rows(h[real])
-        return out
-
-    was_training = sae.training if uses_sae else None
-    if uses_sae:
-        sae.eval()  # type: ignore[union-attr]
-    try:
-        with intervene(model, capture_point, fn, positions=positions):
-            yield
-    finally:
-        if was_training:
-            sae.train()  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -276,25 +127,19 @@ def next_item_cross_entropy(
     ValueError
         Bad inputs or targets (see :func:`~seqsae_lib.data.batching.iter_eval_batches`), or a bad reduction.
     """
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    num_items = int(model.num_items)
+    check_choice("reduction", reduction, ("mean", "none"))
+    num_items = int(check_model(model, scores=True).num_items)
     seqs = check_sequences(inputs, num_items=num_items, what="inputs", allow_empty=False)
     if not seqs:
         raise ValueError("inputs is empty; expected at least one user")
     dev = _resolve_device(model, device)
     out = np.empty(len(seqs), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for batch in iter_eval_batches(
             seqs, targets, max_len=int(max_len or model.max_len), batch_size=batch_size, num_items=num_items
         ):
             s = model.scores(batch.inputs.to(dev))
             out[batch.users] = _ce_rows(s, batch.targets.to(s.device)).cpu().numpy()
-    finally:
-        if was_training:
-            model.train()
     return float(out.mean()) if reduction == "mean" else out
 
 
@@ -347,13 +192,18 @@ class _SplicedScorer:
 
 
 @dataclass(frozen=True, eq=False)
-class FidelityDetails:
-    """Per-user data behind a :func:`downstream_fidelity` table (kept in ``table.attrs["fidelity"]``).
+class FidelityResult:
+    """What :func:`downstream_fidelity` returns: the summary table and the per-user data behind it.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Compared by identity (``eq=False``), so pandas
-    can compare and propagate ``attrs`` (e.g. in ``pd.concat``) without comparing arrays.
+    Introduced in chapter 3 (chapters/03_sae.ipynb). Shown as its table in a notebook; compared by
+    identity (``eq=False``).
     """
 
+    table: pd.DataFrame
+    """One row per condition (the keys of :data:`FIDELITY_CONDITIONS`, in that order, index ``condition``),
+    columns ``NDCG@k``, ``HR@k``, ``CE`` (nats), ``CE increase`` (``CE - CE_original``),
+    ``fraction recovered (CE)`` (mean ablation = 0, original = 1; NaN if the two coincide) and
+    ``fraction of original NDCG@k`` (``NDCG_cond / NDCG_original``)."""
     eval_results: dict[str, EvalResult]
     """Condition -> :class:`~seqsae_lib.model.evaluation.EvalResult` (``ranks``: per-user 0-based ranks)."""
     ce_per_user: dict[str, np.ndarray]
@@ -361,7 +211,7 @@ class FidelityDetails:
     capture_point: str
     """Where the SAE was spliced."""
     positions: str
-    """``"all"`` or ``"last"`` (see :func:`splice`)."""
+    """``"all"`` or ``"last"`` (see :func:`~seqsae_lib.sae.splice.splice`)."""
     k: int
     """Cut-off of the ranking metrics."""
     reference: str = "mean ablation"
@@ -393,11 +243,17 @@ class FidelityDetails:
         frame.index.name = "user"
         return frame
 
+    def _repr_html_(self) -> str | None:
+        return self.table._repr_html_()
+
     def __repr__(self) -> str:
-        return (
-            f"FidelityDetails(capture_point={self.capture_point!r}, positions={self.positions!r}, k={self.k}, "
-            f"conditions={list(self.eval_results)}, n_users={len(next(iter(self.ce_per_user.values()), []))})"
-        )
+        n_users = len(next(iter(self.ce_per_user.values()), []))
+        return (f"FidelityResult(capture_point={self.capture_point!r}, positions={self.positions!r}, k={self.k}, "
+                f"n_users={n_users})\n{self.table!r}")
+
+
+FidelityDetails = FidelityResult
+"""The name :class:`FidelityResult` had when it travelled in ``table.attrs["fidelity"]``; kept for now."""
 
 
 def downstream_fidelity(
@@ -405,7 +261,7 @@ def downstream_fidelity(
     sae: SparseAutoencoder,
     inputs: Sequence[Any],
     targets: Any,
-    capture_point: str,
+    capture_point: str | None = None,
     *,
     mean: Tensor,
     num_items: int,
@@ -414,7 +270,7 @@ def downstream_fidelity(
     positions: Literal["all", "last"] = "all",
     device: str | torch.device | None = None,
     progress: bool = False,
-) -> pd.DataFrame:
+) -> FidelityResult:
     """Ranking quality and cross-entropy with the SAE spliced in, next to the four references.
 
     Introduced in chapter 3 (chapters/03_sae.ipynb). See the module docstring for the conditions and
@@ -430,7 +286,9 @@ def downstream_fidelity(
         Trained on activations at ``capture_point`` of ``model`` (``d_in == model.d_model``).
     inputs, targets
         Evaluation users, e.g. ``split.test_inputs`` and ``split.test_targets``.
-    capture_point : str
+    capture_point : str, optional
+        Defaults to where the SAE reads (``sae.capture_point``); if given, it must be that one. Required
+        only for an SAE that records no capture point.
     mean : Tensor of shape (d_model,)
         Mean state at ``capture_point`` for mean ablation, e.g. ``store.mean()`` of the training
         activations (:class:`~seqsae_lib.sae.activations.ActivationStore`).
@@ -449,30 +307,25 @@ def downstream_fidelity(
 
     Returns
     -------
-    pandas.DataFrame
-        Indexed by ``condition`` (the keys of :data:`FIDELITY_CONDITIONS`, in that order), columns
-        ``NDCG@k``, ``HR@k``, ``CE`` (nats), ``CE increase`` (``CE - CE_original``),
-        ``fraction recovered (CE)`` (mean ablation = 0, original = 1; NaN if the two coincide) and
-        ``fraction of original NDCG@k`` (``NDCG_cond / NDCG_original``). For paired per-user
-        comparisons ``df.attrs["fidelity"]`` is a :class:`FidelityDetails` (per-user ranks and
-        cross-entropies of every condition); see :func:`fidelity_per_user`.
+    FidelityResult
+        ``result.table``: one row per condition with ``NDCG@k``, ``HR@k``, ``CE``, ``CE increase``,
+        ``fraction recovered (CE)`` and ``fraction of original NDCG@k`` (see :attr:`FidelityResult.table`);
+        ``result.per_user(metric)``: per-user values of every condition, for paired comparisons.
 
     Raises
     ------
     UnknownCapturePointError
         Unknown capture point (the valid ones are listed).
     ValueError, TypeError
-        An SAE of the wrong width (both widths named), a malformed ``mean``, ``num_items`` different
-        from the model's, or bad inputs.
+        An SAE of the wrong width (both widths named), a ``capture_point`` other than the SAE's, a
+        malformed ``mean``, ``num_items`` different from the model's, or bad inputs.
     """
-    _check_capture_point(model, capture_point)
-    _check_sae(model, sae, capture_point)
-    mean_vec = _check_mean(model, mean)
+    capture_point = resolve_capture_point(model, sae, capture_point)
+    check_sae_width(model, sae, capture_point)
+    mean_vec = check_mean(model, mean)
     if int(num_items) != int(model.num_items):
         raise ValueError(f"num_items={num_items} does not match model.num_items={model.num_items}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    k = int(k)
+    k = check_int("k", k, 1)
     seqs = check_sequences(inputs, num_items=int(num_items), what="inputs", allow_empty=False)
     if not seqs:
         raise ValueError("inputs is empty; expected at least one user")
@@ -484,8 +337,7 @@ def downstream_fidelity(
     tg = tg.astype(np.int64)
     if tg.min() < 1 or tg.max() > int(num_items):
         raise ValueError(f"targets must be item ids in [1, {num_items}], got values in [{tg.min()}, {tg.max()}]")
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
+    check_choice("positions", positions, ("all", "last"))
     dev = _resolve_device(model, device)
     # At the last capture point only the most recent position reaches the scores: splicing the others
     # would change nothing but cost an SAE pass per position.
@@ -493,9 +345,7 @@ def downstream_fidelity(
 
     results: dict[str, EvalResult] = {}
     ce: dict[str, np.ndarray] = {}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for name, mode in tqdm(FIDELITY_CONDITIONS.items(), desc="fidelity", disable=not progress, leave=False):
             scorer = _SplicedScorer(model, sae, capture_point, mode, mean_vec, run_positions, seqs, tg)
             results[name] = evaluate(
@@ -505,9 +355,6 @@ def downstream_fidelity(
             if scorer.cursor != len(seqs):
                 raise RuntimeError(f"scored {scorer.cursor} users, expected {len(seqs)}")
             ce[name] = scorer.ce
-    finally:
-        if was_training:
-            model.train()
 
     ndcg, hr = f"NDCG@{k}", f"HR@{k}"
     rows = []
@@ -526,24 +373,23 @@ def downstream_fidelity(
                 f"fraction of original {ndcg}": results[name][ndcg] / ndcg_orig if ndcg_orig > 0 else float("nan"),
             }
         )
-    table = pd.DataFrame(rows).set_index("condition")
-    table.attrs["fidelity"] = FidelityDetails(
-        eval_results=results, ce_per_user=ce, capture_point=capture_point, positions=positions, k=k,
+    return FidelityResult(
+        table=pd.DataFrame(rows).set_index("condition"), eval_results=results, ce_per_user=ce,
+        capture_point=capture_point, positions=positions, k=k,
     )
-    return table
 
 
-def fidelity_per_user(table: pd.DataFrame | FidelityDetails, metric: str = "NDCG") -> pd.DataFrame:
-    """Per-user values behind a :func:`downstream_fidelity` table, for paired comparisons.
+def fidelity_per_user(result: FidelityResult, metric: str = "NDCG") -> pd.DataFrame:
+    """Per-user values behind a :func:`downstream_fidelity` result, for paired comparisons.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3 (chapters/03_sae.ipynb). The same as ``result.per_user(metric)``.
 
     Parameters
     ----------
-    table : pandas.DataFrame or FidelityDetails
-        The output of :func:`downstream_fidelity` (with ``attrs["fidelity"]`` intact), or its details.
+    result : FidelityResult
+        The output of :func:`downstream_fidelity`.
     metric : {"NDCG", "HR", "MRR", "CE"}, default "NDCG"
-        Ranking metrics use the table's cut-off ``k``.
+        Ranking metrics use the result's cut-off ``k``.
 
     Returns
     -------
@@ -552,13 +398,14 @@ def fidelity_per_user(table: pd.DataFrame | FidelityDetails, metric: str = "NDCG
 
     Raises
     ------
+    TypeError
+        ``result`` is not a :class:`FidelityResult` (e.g. only its table).
     ValueError
-        The table has no per-user data in ``attrs``, or an unknown metric.
+        An unknown metric.
     """
-    details = table if isinstance(table, FidelityDetails) else getattr(table, "attrs", {}).get("fidelity")
-    if not isinstance(details, FidelityDetails):
-        raise ValueError(
-            "no per-user data: pass the DataFrame returned by downstream_fidelity (attrs['fidelity'] "
-            "is lost by some pandas operations) or its FidelityDetails"
+    if not isinstance(result, FidelityResult):
+        raise TypeError(
+            f"no per-user data in a {type(result).__name__}: pass the FidelityResult returned by "
+            "downstream_fidelity (its .table holds only the summary)"
         )
-    return details.per_user(metric)
+    return result.per_user(metric)

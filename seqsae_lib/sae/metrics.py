@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqsae_lib.sae.autoencoder import DEFAULT_DEAD_AFTER, SparseAutoencoder
+from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.sae.config import DEFAULT_DEAD_AFTER
+from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.torchutils import eval_mode
 
 __all__ = [
     "DEFAULT_DENSE_THRESHOLD",
@@ -157,7 +160,7 @@ def dead_fraction(
     Introduced in chapter 3 (chapters/03_sae.ipynb).
 
     This is the library's single definition of a dead latent (the trainer's "not fired in the last
-    ``dead_after`` training vectors", :func:`seqsae_lib.sae.autoencoder.is_dead`), applied to a fixed set of
+    ``dead_after`` training vectors", :func:`seqsae_lib.sae.config.is_dead`), applied to a fixed set of
     vectors: frequency ``< 1 / dead_after``. On a set of at most ``dead_after`` vectors that means
     "never fired on the set".
 
@@ -178,8 +181,7 @@ def dead_fraction(
     t = density_or_counts
     if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
         raise ValueError("density_or_counts must be a non-empty 1-D tensor of shape (d_sae,)")
-    if isinstance(dead_after, bool) or not isinstance(dead_after, (int, np.integer)) or dead_after < 1:
-        raise ValueError(f"dead_after must be an int >= 1, got {dead_after!r}")
+    dead_after = check_int("dead_after", dead_after, 1)
     if t.is_floating_point():
         dead = t.double() * dead_after < 1.0
     else:
@@ -325,13 +327,10 @@ def evaluate_reconstruction(
     n = len(x_all)
     if n < 2:
         raise ValueError(f"need at least 2 activation vectors, got {n}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, 1)
     dead_after = sae.config.dead_after if dead_after is None else dead_after
 
-    was_training = sae.training
-    sae.eval()
-    try:
+    with eval_mode(sae):
         d = sae.d_in
         sum_x = torch.zeros(d, dtype=torch.float64)
         sum_x2 = torch.zeros(d, dtype=torch.float64)
@@ -365,5 +364,4 @@ def evaluate_reconstruction(
         if return_density:
             result["density"] = density
         return result
-    finally:
-        sae.train(was_training)
+

@@ -12,6 +12,7 @@ import os
 import tempfile
 import weakref
 from importlib import metadata
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 __all__ = [
     "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
     "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors", "state_bytes", "module_weights_sha256",
-    "remember_weights_sha256",
+    "remember_weights_sha256", "check_expected", "save_module", "load_module",
 ]
 
 
@@ -245,3 +246,65 @@ def load_state(pt_path: Path, json_path: Path, meta: dict, *, error: type[Except
     if bad:
         raise error(f"{what} weights {pt_path} hold non-finite values in tensor(s) {', '.join(bad)}; refusing to load them")
     return state
+
+
+def check_expected(
+    stored: dict, expected: Any, *, name: str, error: type[Exception], message: str, strict: bool = True,
+    holder: str = "file",
+) -> None:
+    """Raise ``error("<message>: <differences>")`` if ``stored`` differs from ``expected`` (see :func:`differences`).
+
+    ``expected`` goes through a JSON round trip first (so tuples and lists compare equal); ``name`` names
+    it in the ``TypeError`` raised when it cannot be stored as JSON.
+    """
+    diffs = differences(stored, to_jsonable(expected, name), strict=strict, holder=holder)
+    if diffs:
+        raise error(f"{message}: " + "; ".join(diffs))
+
+
+def save_module(
+    module: torch.nn.Module, path_stem: "str | os.PathLike[str]", meta: dict, *, fmt: str, version: int,
+    error: type[Exception], what: str,
+) -> tuple[Path, Path]:
+    """Save a module's ``state_dict`` with ``meta`` under format ``fmt``/``version`` (:func:`save_state_with_meta`).
+
+    The one writer behind :func:`seqsae_lib.save_checkpoint` and :meth:`seqsae_lib.SparseAutoencoder.save`.
+    """
+    full = {"format": fmt, "format_version": version, **meta}
+    return save_state_with_meta(module.state_dict(), path_stem, full, error=error, what=what)
+
+
+def load_module(
+    path_stem: "str | os.PathLike[str]", build: "Callable[[dict], torch.nn.Module]", *, fmt: str, version: int,
+    required: tuple[str, ...], config_key: str, error: type[Exception], what: str,
+    check: "Callable[[dict, Path, Path], None] | None" = None, map_location: "str | torch.device" = "cpu",
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a module saved by :func:`save_module`: the one loader behind checkpoints and SAEs.
+
+    Steps: :func:`load_meta` (both files, format, version, ``required`` keys); ``check(meta, pt_path,
+    json_path)`` (e.g. an expected fingerprint) before the weights are read; :func:`load_state` (SHA-256,
+    finite weights); ``build(meta)`` (a fresh module from the stored config; a ``TypeError`` or
+    ``ValueError`` becomes ``error`` naming ``config_key``); ``load_state_dict``; move to ``map_location``;
+    eval mode. The module keeps the file's weights hash (:func:`remember_weights_sha256`).
+
+    Returns
+    -------
+    (module, dict)
+        The module in eval mode and the parsed metadata.
+    """
+    meta, pt_path, json_path = load_meta(path_stem, fmt=fmt, version=version, required=required, error=error, what=what)
+    if check is not None:
+        check(meta, pt_path, json_path)
+    state = load_state(pt_path, json_path, meta, error=error, what=what, map_location=map_location)
+    try:
+        module = build(meta)
+    except (TypeError, ValueError) as exc:
+        raise error(f"invalid {what} {config_key} in {json_path}: {exc}") from exc
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise error(f"weights in {pt_path} do not fit the config in {json_path}: {exc}") from exc
+    module.to(map_location)
+    module.eval()
+    remember_weights_sha256(module, meta["weights_sha256"])
+    return module, meta

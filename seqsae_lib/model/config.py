@@ -1,0 +1,126 @@
+"""The hyper-parameters of a SASRec model: :class:`SASRecConfig`.
+
+Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from seqsae_lib.utils.checks import check_int
+
+__all__ = ["SASRecConfig", "ACTIVATIONS"]
+
+ACTIVATIONS: tuple[str, ...] = ("gelu", "relu")
+"""Feed-forward non-linearities :attr:`SASRecConfig.activation` accepts."""
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Hyper-parameters of :class:`~seqsae_lib.model.sasrec.SASRec` (everything needed to rebuild it).
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    """
+
+    num_items: int
+    """Number of real items; ids run ``1..num_items`` and ``0`` is padding."""
+
+    max_len: int = 200
+    """Longest input window in positions (number of positional embeddings)."""
+
+    d_model: int = 64
+    """Width of the residual stream (embedding dimension)."""
+
+    n_layers: int = 2
+    """Number of transformer blocks (capture points ``block_0 .. block_{n-1}``)."""
+
+    n_heads: int = 1
+    """Number of attention heads; must divide ``d_model``."""
+
+    dropout: float = 0.2
+    """Dropout rate on the embedding sum and on each sub-layer output (attention
+    and feed-forward, before the residual add) and inside the feed-forward."""
+
+    attn_dropout: float = 0.0
+    """Dropout on the attention probabilities. Off by default: on CPU it costs
+    about a quarter of a training step (random numbers for every ``L x L``
+    attention entry, and it forces PyTorch's slower attention kernel) while
+    the other dropouts already regularise."""
+
+    d_ff: int | None = None
+    """Hidden width of the feed-forward sub-layer; ``None`` means ``d_model``
+    (the original SASRec's point-wise feed-forward network is ``d_model`` wide)."""
+
+    activation: str = "gelu"
+    """Feed-forward non-linearity: ``"gelu"`` or ``"relu"``."""
+
+    scale_embeddings: bool = False
+    """Multiply item embeddings by ``sqrt(d_model)`` before adding positions.
+    Off by default: the same table is the (tied) output layer, the final
+    LayerNorm fixes the scale the head reads, and unscaled item and position
+    embeddings start on an equal footing."""
+
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of both embedding tables."""
+
+    layer_norm_eps: float = 1e-6
+    """Epsilon of every LayerNorm."""
+
+    def __post_init__(self) -> None:
+        def _int(name: str, minimum: int) -> None:
+            object.__setattr__(self, name, check_int(f"SASRecConfig.{name}", getattr(self, name), minimum))
+
+        _int("num_items", 1)
+        _int("max_len", 1)
+        _int("d_model", 1)
+        _int("n_layers", 0)
+        _int("n_heads", 1)
+        if self.d_ff is not None:
+            _int("d_ff", 1)
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"SASRecConfig.n_heads={self.n_heads} must divide d_model={self.d_model}"
+            )
+        for name in ("dropout", "attn_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
+                raise ValueError(f"SASRecConfig.{name} must be a number in [0, 1), got {value!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"SASRecConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if not (self.init_std > 0 and math.isfinite(self.init_std)):
+            raise ValueError(f"SASRecConfig.init_std must be a positive number, got {self.init_std!r}")
+        if not (self.layer_norm_eps > 0):
+            raise ValueError(f"SASRecConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+
+    @property
+    def ff_width(self) -> int:
+        """Resolved feed-forward width (``d_ff`` or ``d_model`` when ``None``).
+
+        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        """
+        return self.d_model if self.d_ff is None else self.d_ff
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict of the fields (used by checkpoints).
+
+        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SASRecConfig":
+        """Build a config from :meth:`to_dict` output; unknown keys are an error.
+
+        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown SASRecConfig field(s) {unknown}; expected a subset of {sorted(known)}"
+            )
+        return cls(**data)
