@@ -30,9 +30,13 @@ from seqsae_lib.sae.metrics import (
     feature_density, fvu, l0,
 )
 from seqsae_lib.sae.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
-from seqsae_lib.interpret.features import LatentCodes, feature_stats, latent_activations, promoted_items, top_contexts
+from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.contexts import top_contexts
+from seqsae_lib.interpret.effects import promoted_items
+from seqsae_lib.interpret.stats import feature_stats, latent_activations
 from seqsae_lib.interpret.labels import auto_label
-from seqsae_lib.interpret.monosemanticity import compare_unit_types, monosemanticity_scores, planted_recovery, score_unit_types
+from seqsae_lib.interpret.unit_scores import monosemanticity_scores
+from seqsae_lib.interpret.unit_types import compare_unit_types, planted_recovery, score_unit_types
 from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
 from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment
 from seqsae_lib.steering.edits import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores

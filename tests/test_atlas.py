@@ -130,7 +130,7 @@ def test_interpretability_summary(tiny_atlas):
     assert s["labelled"] == pytest.approx(labelled[fires].mean())
     assert s["frequent"] == (atlas.stats["frequency"] >= 0.05).sum()
     # The medians are those of the public scoring function on the atlas's codes.
-    gn, _ = sl.interpret.monosemanticity.genre_matrices(atlas.store, atlas.seq_data)
+    gn, _ = sl.interpret.genre_matrices(atlas.store, atlas.seq_data)
     direct = sl.monosemanticity_scores(atlas.codes, gn, genre_names=list(atlas.seq_data.genre_names))
     assert s["median auc_next"] == pytest.approx(float(np.median(direct["auc_next"])))
     assert s["median purity_lift"] == pytest.approx(float(np.median(direct["purity_lift"])))
@@ -178,10 +178,10 @@ def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_sp
     assert len(calls) == 1  # the finite differences run once for both ends
     options = dict(seq_data=tiny_seq, sequences=tiny_split.train, n_states=16,
                    alpha=float(atlas.stats.loc[j, "q90"]))
-    top = sl.promoted_items(model, sae, "block_0", j, n=4, **options)
-    low = sl.promoted_items(model, sae, "block_0", j, n=4, bottom=True, **options)
+    top = sl.promoted_items(model, sae, j, capture_point="block_0", n=4, **options)
+    low = sl.promoted_items(model, sae, j, capture_point="block_0", n=4, bottom=True, **options)
     assert card.promoted["item"].tolist() == top["item"].tolist()
     assert card.suppressed["item"].tolist() == low["item"].tolist()
     assert card.promoted.attrs["method"] == "finite-difference"
     with pytest.raises(ValueError, match="item effects"):
-        sl.interpret.features.rank_item_effects(np.zeros(3), "exact", num_items=5)
+        sl.interpret.rank_item_effects(np.zeros(3), "exact", num_items=5)

@@ -61,7 +61,7 @@ def test_inner_ablation_matches_a_direct_forward_pass(parts):
     sae = saes["block_0"]
     inputs = split.test_inputs[1]
     item = int(explain_top_k(model, saes["final"], inputs, k=1)[0].item)
-    frame = explain_inner(model, sae, "block_0", inputs, item)
+    frame = explain_inner(model, sae, inputs, item, capture_point="block_0")
     assert len(frame) > 0
     ids = sl.left_pad([inputs], model.max_len)
     base = sl.steered_scores(model, None, ids)[0, item]
@@ -97,7 +97,7 @@ def test_bad_requests(parts):
     with pytest.raises(ValueError, match="dim"):
         explain_final(model, sl.SparseAutoencoder(sl.SAEConfig(d_in=8, d_sae=16, k=2)), split.test_inputs[0], [1])
     with pytest.raises(sl.UnknownCapturePointError):
-        explain_inner(model, saes["block_0"], "block_9", split.test_inputs[0], 1)
+        explain_inner(model, saes["block_0"], split.test_inputs[0], 1, capture_point="block_9")
 
 
 def test_live_explain(parts):
@@ -139,7 +139,7 @@ def test_bad_histories_are_refused_naming_position_and_value(parts):
     with pytest.raises(ValueError, match=r"sequence is empty"):
         explain_top_k(model, sae, [], k=3)
     with pytest.raises(ValueError, match=rf"sequence\[0\] = {split.num_items + 1} is not an item id"):
-        explain_inner(model, saes["block_0"], "block_0", [split.num_items + 1], 1)
+        explain_inner(model, saes["block_0"], [split.num_items + 1], 1, capture_point="block_0")
     with pytest.raises(ValueError, match=r"inputs\[1\] is empty"):
         counterfactual_check(model, sae, [seq, []], k=2)
 
@@ -163,7 +163,7 @@ def test_sae_made_for_another_sasrec_is_refused(parts, tmp_path):
     with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
         explain_top_k(other, sae, split.test_inputs[0], k=3)
     with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
-        explain_inner(other, sae, "final", split.test_inputs[0], 1)
+        explain_inner(other, sae, split.test_inputs[0], 1, capture_point="final")
     # An SAE trained in memory records no SASRec: nothing to check, any same-width model is accepted.
     assert not saes["final"].metadata
     assert len(explain_final(other, saes["final"], split.test_inputs[0], [1])) == 1

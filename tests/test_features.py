@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.interpret.features (chapter 4): sparse codes, statistics, contexts, items and profiles."""
+"""Tests for seqsae_lib.interpret codes, stats, contexts, effects and profiles (chapter 4)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ import pytest
 import torch
 
 from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.interpret.features import (
-    PROFILE_COLUMNS,
-    LatentCodes,
-    category_profile,
-    decade_profile,
-    driving_items,
-    feature_stats,
-    genre_profile,
-    latent_activations,
-    popularity_profile,
-    promoted_items,
-    top_contexts,
-    user_profile,
+from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.contexts import driving_items, top_contexts
+from seqsae_lib.interpret.effects import promoted_items
+from seqsae_lib.interpret.profiles import (
+    PROFILE_COLUMNS, category_profile, decade_profile, genre_profile, popularity_profile, user_profile,
 )
+from seqsae_lib.interpret.stats import feature_stats, latent_activations
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 from seqsae_lib.model.sasrec import SASRec
 from seqsae_lib.data.sequences import SequenceData
@@ -233,17 +226,17 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
         sae.input_scale.fill_(2.0)
     d = sae.W_dec[5].detach() / 2.0
     exact = (d @ model.item_emb.weight.detach().T)[1:].numpy()
-    top = promoted_items(model, sae, "final", 5, n=20)
+    top = promoted_items(model, sae, 5, capture_point="final", n=20)
     assert top.attrs["method"] == "exact"
     assert np.allclose(top.set_index("item").loc[np.arange(1, 21), "score"].to_numpy(), exact, atol=1e-6)
     assert (np.diff(top["score"].to_numpy()) <= 0).all()
-    bottom = promoted_items(model, sae, "final", 5, n=3, bottom=True)
+    bottom = promoted_items(model, sae, 5, capture_point="final", n=3, bottom=True)
     assert bottom["score"].iloc[0] == pytest.approx(exact.min(), abs=1e-6)
 
     # block_0 -> final LayerNorm: a tiny finite difference equals the directional derivative
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 21, size=int(rng.integers(2, 7))) for _ in range(12)]
-    fd = promoted_items(model, sae, "block_0", 5, n=20, sequences=seqs, alpha=1e-3, n_states=12)
+    fd = promoted_items(model, sae, 5, capture_point="block_0", n=20, sequences=seqs, alpha=1e-3, n_states=12)
     assert fd.attrs["method"] == "finite-difference"
     from seqsae_lib.data.batching import left_pad
 
@@ -260,9 +253,9 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     got = fd.set_index("item").loc[np.arange(1, 21), "score"].to_numpy()
     assert np.allclose(got, expected, atol=2e-3 * np.abs(expected).max())
     with pytest.raises(ValueError, match="sequences"):
-        promoted_items(model, sae, "block_0", 5)
+        promoted_items(model, sae, 5, capture_point="block_0")
     with pytest.raises(KeyError):
-        promoted_items(model, sae, "nowhere", 5)
+        promoted_items(model, sae, 5, capture_point="nowhere")
 
 
 # ---- profiles --------------------------------------------------------------------------------------------
@@ -344,7 +337,8 @@ def test_end_to_end_on_synthetic_pipeline():
     """The real pipeline objects: synthetic data -> sequences -> split -> SASRec states -> SAE codes."""
     from seqsae_lib.sae.activations import collect_activations
     from seqsae_lib.interpret.labels import auto_label
-    from seqsae_lib.interpret.monosemanticity import genre_matrices, monosemanticity_scores, planted_recovery
+    from seqsae_lib.interpret.unit_scores import genre_matrices, monosemanticity_scores
+    from seqsae_lib.interpret.unit_types import planted_recovery
     from seqsae_lib.data.sequences import leave_one_out, make_sequences
     from seqsae_lib.data.synthetic import make_synthetic
 
@@ -361,7 +355,8 @@ def test_end_to_end_on_synthetic_pipeline():
     ctx = top_contexts(codes, store, data, latent, n=3)
     assert len(ctx) == 3 and ctx["next"].str.startswith("item").all()
     assert len(driving_items(codes, store, data, latent, min_count=1)) > 0
-    promoted = promoted_items(model, sae, "block_0", latent, n=5, seq_data=data, sequences=split.train, n_states=16)
+    promoted = promoted_items(model, sae, latent, capture_point="block_0", n=5, seq_data=data, sequences=split.train,
+                              n_states=16)
     assert len(promoted) == 5 and promoted["title"].str.startswith("item").all()
     profiles = [genre_profile(codes, store, data, w) for w in ("next", "input")]
     profiles += [user_profile(codes, store, data), popularity_profile(codes, store, data)]

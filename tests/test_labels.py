@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqsae_lib.interpret.features import PROFILE_COLUMNS, category_profile
+from seqsae_lib.interpret.profiles import PROFILE_COLUMNS, category_profile
 from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Children's"]

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.interpret.monosemanticity (chapter 4): scores with known answers, unit types, summaries."""
+"""Tests for seqsae_lib.interpret.auc, unit_scores and unit_types (chapter 4): scores with known answers, unit types, summaries."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.interpret.features import LatentCodes, latent_activations
-from seqsae_lib.interpret.monosemanticity import (
-    auc_matrix,
-    bootstrap_median_ci,
-    compare_unit_types,
-    hidden_dim_units,
-    js_divergence,
-    monosemanticity_scores,
-    pca_units,
-    planted_recovery,
-    random_rotation_units,
-    sae_units,
-    untrained_sae_units,
+from seqsae_lib.interpret.auc import auc_matrix
+from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.stats import latent_activations
+from seqsae_lib.interpret.unit_scores import js_divergence, monosemanticity_scores
+from seqsae_lib.interpret.unit_types import (
+    bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_units, planted_recovery, random_rotation_units,
+    sae_units, untrained_sae_units,
 )
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 

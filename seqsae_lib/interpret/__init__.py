@@ -1,0 +1,43 @@
+"""Interpreting SAE latents: what they respond to, what they do, how monosemantic they are, why a film is recommended.
+
+Introduced in chapter 4 (chapters/04_features.ipynb); explanations in chapter 5 (chapters/05_steering.ipynb).
+
+Modules, by job: :mod:`~seqsae_lib.interpret.codes` (sparse latent codes), :mod:`~seqsae_lib.interpret.stats`
+(encoding and firing statistics), :mod:`~seqsae_lib.interpret.positions` (codes <-> store <-> data),
+:mod:`~seqsae_lib.interpret.contexts` (top contexts, driving items), :mod:`~seqsae_lib.interpret.effects`
+(decoder effects on item scores), :mod:`~seqsae_lib.interpret.profiles` (category profiles),
+:mod:`~seqsae_lib.interpret.labels` (automatic labels), :mod:`~seqsae_lib.interpret.atlas` (the feature atlas),
+:mod:`~seqsae_lib.interpret.auc`, :mod:`~seqsae_lib.interpret.unit_scores` and
+:mod:`~seqsae_lib.interpret.unit_types` (the monosemanticity comparison), :mod:`~seqsae_lib.interpret.explain`
+(per-feature explanations of a score).
+"""
+
+from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
+from seqsae_lib.interpret.auc import auc_matrix
+from seqsae_lib.interpret.codes import LatentCodes, UnitActs
+from seqsae_lib.interpret.contexts import driving_items, top_contexts
+from seqsae_lib.interpret.effects import EFFECT_METHODS, latent_item_effects, promoted_items, rank_item_effects
+from seqsae_lib.interpret.explain import (
+    Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
+)
+from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
+from seqsae_lib.interpret.profiles import (
+    AGE_BUCKETS, PROFILE_COLUMNS, category_profile, decade_profile, genre_profile, popularity_profile, user_profile,
+)
+from seqsae_lib.interpret.stats import feature_stats, latent_activations
+from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, js_divergence, monosemanticity_scores
+from seqsae_lib.interpret.unit_types import (
+    bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_units, planted_recovery, random_rotation_units,
+    sae_units, score_unit_types, untrained_sae_units,
+)
+
+__all__ = [
+    "AGE_BUCKETS", "DEAD", "EFFECT_METHODS", "NO_PROFILE", "PROFILE_COLUMNS", "SCORE_COLUMNS",
+    "Explanation", "FeatureAtlas", "FeatureCard", "LatentCodes", "UnitActs",
+    "auc_matrix", "auto_label", "bootstrap_median_ci", "build_atlas", "category_profile", "compare_unit_types",
+    "counterfactual_check", "decade_profile", "driving_items", "evidence_table", "explain_final", "explain_inner",
+    "explain_top_k", "explanations_table", "feature_stats", "genre_matrices", "genre_profile", "hidden_dim_units",
+    "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "pca_units",
+    "planted_recovery", "popularity_profile", "promoted_items", "random_rotation_units", "rank_agreement",
+    "rank_item_effects", "sae_units", "score_unit_types", "top_contexts", "untrained_sae_units", "user_profile",
+]

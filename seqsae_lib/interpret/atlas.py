@@ -2,7 +2,7 @@
 
 Introduced in chapter 4 (chapters/04_features.ipynb).
 
-:func:`build_atlas` runs the vectorised statistics of :mod:`seqsae_lib.interpret.features` and the labels of
+:func:`build_atlas` runs the vectorised statistics of :mod:`seqsae_lib.interpret` and the labels of
 :mod:`seqsae_lib.interpret.labels` over all stored positions (seconds for a 2,048-latent SAE on ML-100k), and keeps
 what a reader needs to look at one latent cheaply afterwards: :meth:`FeatureAtlas.card` gathers one
 latent's top contexts, driving and promoted items and profile rows into a :class:`FeatureCard`
@@ -26,15 +26,18 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.interpret.features import (
-    LatentCodes, decade_profile, driving_items, feature_stats, genre_profile, latent_activations,
-    latent_item_effects, popularity_profile, rank_item_effects, top_contexts, user_profile,
-)
-from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label
-from seqsae_lib.interpret.monosemanticity import genre_matrices, monosemanticity_scores
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
 from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.contexts import driving_items, top_contexts
+from seqsae_lib.interpret.effects import latent_item_effects, rank_item_effects
+from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label
+from seqsae_lib.interpret.profiles import decade_profile, genre_profile, popularity_profile, user_profile
+from seqsae_lib.interpret.stats import feature_stats, latent_activations
+from seqsae_lib.interpret.unit_scores import genre_matrices, monosemanticity_scores
+from seqsae_lib.model.capture import check_model
+from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = ["FeatureAtlas", "FeatureCard", "build_atlas"]
 
@@ -61,7 +64,7 @@ class FeatureCard:
     contexts: pd.DataFrame
     """Top-activating positions, one per user (:func:`seqsae_lib.top_contexts`)."""
     driving: pd.DataFrame
-    """Input items with the highest mean activation (:func:`seqsae_lib.interpret.features.driving_items`)."""
+    """Input items with the highest mean activation (:func:`seqsae_lib.interpret.contexts.driving_items`)."""
     promoted: pd.DataFrame
     """Items the decoder direction pushes up most (:func:`seqsae_lib.promoted_items`)."""
     suppressed: pd.DataFrame
@@ -95,7 +98,7 @@ class FeatureAtlas:
     stats: pd.DataFrame
     """:func:`seqsae_lib.feature_stats`, indexed by latent."""
     profiles: pd.DataFrame
-    """All profile tables concatenated (long form, :data:`seqsae_lib.interpret.features.PROFILE_COLUMNS`)."""
+    """All profile tables concatenated (long form, :data:`seqsae_lib.interpret.profiles.PROFILE_COLUMNS`)."""
     labels: pd.DataFrame
     """:func:`seqsae_lib.auto_label`, indexed by latent."""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -114,11 +117,10 @@ class FeatureAtlas:
         return self.store.capture_point
 
     def _check(self, latent: Any) -> int:
-        if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)):
-            raise TypeError(f"latent must be an int, got {type(latent).__name__}")
-        if not 0 <= int(latent) < self.d_sae:
+        latent = check_int("latent", latent)
+        if not 0 <= latent < self.d_sae:
             raise ValueError(f"latent {latent} out of range: this SAE has latents 0..{self.d_sae - 1}")
-        return int(latent)
+        return latent
 
     def card(self, latent: int, n: int = 8) -> FeatureCard:
         """Everything about one latent (milliseconds at ``"final"``; a few model passes at inner points).
@@ -139,7 +141,7 @@ class FeatureAtlas:
         driving = driving_items(self.codes, self.store, self.seq_data, j, n=n) if fires else empty
         # One computation of the item effects (finite differences at inner points), ranked at both ends.
         effects, method = latent_item_effects(
-            self.model, self.sae, self.capture_point, j, sequences=self.card_options.get("sequences"),
+            self.model, self.sae, j, capture_point=self.capture_point, sequences=self.card_options.get("sequences"),
             alpha=float(self.stats.loc[j, "q90"]) if fires else 1.0, n_states=self.card_options.get("n_states", 64))
         promoted = rank_item_effects(effects, method, n, seq_data=self.seq_data)
         suppressed = rank_item_effects(effects, method, n, bottom=True, seq_data=self.seq_data)
@@ -240,8 +242,7 @@ class FeatureAtlas:
             ``median purity_lift`` over all latents; the same two medians over the frequent latents (NaN
             when there are none).
         """
-        if not 0.0 <= float(min_frequency) <= 1.0:
-            raise ValueError(f"min_frequency must be in [0, 1], got {min_frequency!r}")
+        min_frequency = check_float("min_frequency", min_frequency, 0.0, 1.0)
         genres_next, _ = genre_matrices(self.store, self.seq_data)
         scores = monosemanticity_scores(self.codes, genres_next, genre_names=list(self.seq_data.genre_names),
                                         **score_options)
@@ -298,10 +299,15 @@ def build_atlas(
 
     Raises
     ------
+    TypeError
+        A model that is not a SASRec, an SAE that is not a SparseAutoencoder.
     ValueError
         An SAE of another width or capture point than the store (its metadata names one), or a store that
         does not come from ``seq_data``.
     """
+    check_model(model, scores=True)
+    if not isinstance(sae, SparseAutoencoder):
+        raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
     if sae.config.d_in != store.d_model:
         raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the store holds {store.d_model}-dim ones")
     sae.check_capture_point(store.capture_point)

@@ -37,9 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from seqsae_lib.data.batching import check_history, check_sequences, left_pad, seen_mask, trim_left_padding
-from seqsae_lib.model.capture import record
-from seqsae_lib.sae.autoencoder import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.model.capture import check_model, record
+from seqsae_lib.sae.autoencoder import SparseAutoencoder, check_sae_matches_model
+from seqsae_lib.utils.checks import check_int
 
 __all__ = ["Explanation", "explain_final", "explain_top_k", "explain_inner", "rank_agreement",
            "counterfactual_check", "explanations_table"]
@@ -93,12 +94,16 @@ class Explanation:
         return text + f" (bias {self.bias:+.2f}, SAE error {self.error:+.2f}, score {self.score:.2f})"
 
 
-def _check_sae(model: nn.Module, sae: SparseAutoencoder) -> None:
+def _check_sae(model: nn.Module, sae: SparseAutoencoder, capture_point: str | None) -> str:
+    """Check the model and the SAE; return the capture point (the SAE's own, which ``capture_point`` must match)."""
+    check_model(model, scores=True)
     if not isinstance(sae, SparseAutoencoder):
         raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}")
+    point = sae.check_capture_point(capture_point)
     if sae.config.d_in != int(model.d_model):  # type: ignore[arg-type]
         raise ValueError(f"the SAE reads {sae.config.d_in}-dim states, the model's are {model.d_model}-dim")
     check_sae_matches_model(sae, model)  # same width, other weights: refused when the SAE records its SASRec
+    return point
 
 
 def _check_items(items: Any, num_items: int) -> np.ndarray:
@@ -140,7 +145,7 @@ def explain_final(
     ----------
     model : SASRec
     sae : SparseAutoencoder
-        Trained at ``"final"``.
+        Trained at ``"final"`` (an SAE that records another capture point is refused).
     sequence : array-like of int
         The user's history (internal ids), e.g. ``split.test_inputs[u]``.
     items : sequence of int
@@ -162,13 +167,13 @@ def explain_final(
     KeyError
         Item ids outside the catalogue.
     ValueError, TypeError
-        An SAE of another width; a bad history: empty, non-integer ids (``5.7``, ``"5"``) or ids outside
-        ``1..num_items`` (``0`` is padding), naming the position and the value.
+        An SAE of another width or capture point; a bad history: empty, non-integer ids (``5.7``, ``"5"``)
+        or ids outside ``1..num_items`` (``0`` is padding), naming the position and the value.
     SAEMetadataMismatchError
         An SAE whose metadata records another SASRec's weights hash
         (:func:`~seqsae_lib.sae.autoencoder.check_sae_matches_model`).
     """
-    _check_sae(model, sae)
+    _check_sae(model, sae, "final")
     seq = _history(sequence, model)
     item_ids = _check_items(items, int(model.num_items))  # type: ignore[arg-type]
     if state is None:
@@ -225,6 +230,8 @@ def explain_top_k(
     ValueError, TypeError
         As :func:`explain_final`: a bad history names the position and the value.
     """
+    _check_sae(model, sae, "final")
+    k = check_int("k", k, minimum=1)
     seq = _history(sequence, model)
     items, state = _top_k(model, seq, k)
     return explain_final(model, sae, seq, items, seq_data=seq_data, labels=labels, state=state)
@@ -247,10 +254,10 @@ def explanations_table(explanations: Sequence[Explanation], n: int = 3) -> pd.Da
 def explain_inner(
     model: nn.Module,
     sae: SparseAutoencoder,
-    capture_point: str,
     sequence: Any,
     item: int,
     *,
+    capture_point: str | None = None,
     labels: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Effect of each active latent at an inner capture point on one item's score and rank.
@@ -261,6 +268,20 @@ def explain_inner(
     reconstruction ``z_j W_dec[j] / s`` removed from the state (remaining blocks re-run), ``rank_change``
     = the item's rank after removal minus before (positive: it fell), and ``grad_x_act`` =
     ``z_j (W_dec[j] / s) . d score / d h``, the first-order estimate of ``ablation``.
+
+    Parameters
+    ----------
+    model : SASRec
+    sae : SparseAutoencoder
+    sequence : array-like of int
+        The user's history (internal ids).
+    item : int
+        Internal item id to explain.
+    capture_point : str, optional
+        Where the SAE reads the model; default: the SAE's own (``sae.capture_point``). If given, it must
+        match the SAE's own (an SAE that records none uses it as given).
+    labels : DataFrame, optional
+        :func:`seqsae_lib.auto_label` output, adds a ``label`` column.
 
     Returns
     -------
@@ -274,9 +295,10 @@ def explain_inner(
         An item outside the catalogue. :class:`~seqsae_lib.model.sasrec.UnknownCapturePointError` for an unknown
         capture point.
     ValueError, TypeError
-        As :func:`explain_final`: a bad history names the position and the value.
+        A capture point other than the SAE's; as :func:`explain_final`: a bad history names the position
+        and the value.
     """
-    _check_sae(model, sae)
+    capture_point = _check_sae(model, sae, capture_point)
     seq = _history(sequence, model)
     (item,) = _check_items([item], int(model.num_items))  # type: ignore[arg-type]
     model.hook_point(capture_point)  # type: ignore[operator]
@@ -351,7 +373,9 @@ def counterfactual_check(
         fell; other items' scores move too, so a removed positive part does not always cost rank) and
         ``dropped`` (``rank_change > 0``).
     """
-    _check_sae(model, sae)
+    _check_sae(model, sae, "final")
+    k = check_int("k", k, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     seqs = check_sequences(inputs, num_items=int(model.num_items), what="inputs", allow_empty=False)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(int(seed))
     s = float(sae.input_scale)

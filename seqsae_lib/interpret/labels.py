@@ -2,7 +2,7 @@
 
 Introduced in chapter 4 (chapters/04_features.ipynb).
 
-:func:`auto_label` reads the profile tables of :mod:`seqsae_lib.interpret.features` (genre, decade, popularity,
+:func:`auto_label` reads the profile tables of :mod:`seqsae_lib.interpret.profiles` (genre, decade, popularity,
 user attributes) and names each latent by its strongest *significant* enrichments, e.g.
 ``"Horror, 1970s-80s"`` or ``"Children's · popular"``; ``"no clear profile"`` when nothing passes the
 filters. No language model is involved unless a ``labeller`` is passed explicitly.
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from seqsae_lib.interpret.features import PROFILE_COLUMNS
+from seqsae_lib.interpret.profiles import PROFILE_COLUMNS
 
 __all__ = ["NO_PROFILE", "DEAD", "auto_label", "evidence_table"]
 
@@ -55,7 +55,7 @@ def _as_table(profiles: pd.DataFrame | Iterable[pd.DataFrame]) -> pd.DataFrame:
         frames = list(profiles)
         if not frames or not all(isinstance(f, pd.DataFrame) for f in frames):
             raise TypeError(
-                "profiles must be a DataFrame or a non-empty sequence of DataFrames from seqsae_lib.interpret.features"
+                "profiles must be a DataFrame or a non-empty sequence of DataFrames from seqsae_lib.interpret.profiles"
             )
         non_empty = [f for f in frames if len(f)]
         table = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]
@@ -207,7 +207,7 @@ def auto_label(
     Parameters
     ----------
     profiles : DataFrame or sequence of DataFrames
-        Outputs of :func:`~seqsae_lib.interpret.features.genre_profile`, ``decade_profile``,
+        Outputs of :func:`~seqsae_lib.interpret.profiles.genre_profile`, ``decade_profile``,
         ``popularity_profile``, ``user_profile`` (any subset; concatenated).
     min_lift, alpha, min_share : float
         Evidence filters (module docstring).
@@ -218,7 +218,7 @@ def auto_label(
     latents : sequence of int, optional
         Latents to label (default: every latent in the profiles and in ``stats``).
     stats : DataFrame, optional
-        :func:`~seqsae_lib.interpret.features.feature_stats`; latents with ``n_fires == 0`` are labelled
+        :func:`~seqsae_lib.interpret.stats.feature_stats`; latents with ``n_fires == 0`` are labelled
         :data:`DEAD`.
     labeller : callable, optional
         ``labeller(latent, evidence) -> str | None``, called for every latent that is not dead with its
