@@ -110,7 +110,7 @@ def test_jaccard_known_answers():
 
 
 def test_fast_top_k_equals_the_stable_sort_of_evaluate():
-    from seqsae_lib.model.evaluation import _top_k_stable
+    from seqsae_lib.model.evaluation import top_k_stable
 
     gen = torch.Generator().manual_seed(0)
     for scores in (
@@ -119,7 +119,7 @@ def test_fast_top_k_equals_the_stable_sort_of_evaluate():
         torch.randn(50, 40, generator=gen).masked_fill(torch.rand(50, 40, generator=gen) < 0.9, float("-inf")),
     ):
         expected = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :10]
-        assert torch.equal(_top_k_stable(scores, 10), expected)
+        assert torch.equal(top_k_stable(scores, 10), expected)
 
 
 # --------------------------------------------------------------------------------------------------------

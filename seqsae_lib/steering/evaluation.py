@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from seqsae_lib.sae.activations import ActivationStore
 from seqsae_lib.data.batching import check_sequences, iter_eval_batches
 from seqsae_lib.steering.concepts import Concept, concept_steering, get_concept
-from seqsae_lib.model.evaluation import EvalResult, _top_k_stable, evaluate
+from seqsae_lib.model.evaluation import EvalResult, top_k_stable, evaluate
 from seqsae_lib.interpret.features import LatentCodes
 from seqsae_lib.model.metrics import ndcg_at_k
 from seqsae_lib.sae.autoencoder import SparseAutoencoder
@@ -198,7 +198,7 @@ class _RecordingScorer:
             raise RuntimeError("evaluate() asked for batches in an unexpected order; the cached batches do not match")
         s = self.score_batch(b, input_ids)
         masked = s.detach().to(torch.float32).cpu().masked_fill(ev.excluded[b], float("-inf"))
-        self.top[ev.batches[b].users] = _top_k_stable(masked, ev.k).numpy()
+        self.top[ev.batches[b].users] = top_k_stable(masked, ev.k).numpy()
         self._next += 1
         return s
 
