@@ -39,9 +39,15 @@ from seqsae_lib.interpret.unit_scores import monosemanticity_scores
 from seqsae_lib.interpret.unit_types import compare_unit_types, planted_recovery, score_unit_types
 from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
 from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment
-from seqsae_lib.steering.edits import LatentEdit, Steering, SteeringCache, VectorSteering, preactivation_std, steer, steered_scores
-from seqsae_lib.steering.concepts import Concept, concept_steering, decade_concept, genre_concept, popularity_concept, select_latents
-from seqsae_lib.steering.evaluation import evaluate_steering, pareto_front, share_at_equal_cost
+from seqsae_lib.steering.edits import LatentEdit, preactivation_std
+from seqsae_lib.steering.latent_steering import Steering
+from seqsae_lib.steering.vector_steering import VectorSteering
+from seqsae_lib.steering.scoring import SteeringCache, steer, steered_scores
+from seqsae_lib.steering.concepts import Concept
+from seqsae_lib.steering.catalogue_concepts import decade_concept, genre_concept, popularity_concept
+from seqsae_lib.steering.selection import concept_steering, select_latents
+from seqsae_lib.steering.evaluation import evaluate_steering
+from seqsae_lib.steering.tradeoffs import pareto_front, share_at_equal_cost
 from seqsae_lib.interpret.explain import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
 from seqsae_lib.steering.live import LiveSteering, Recommendations, before_after_grid
 from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data

@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.steering.concepts (chapter 5)."""
+"""Tests for seqsae_lib.steering.concepts, catalogue_concepts, promotion and selection (chapter 5)."""
 
 from __future__ import annotations
 
@@ -11,27 +11,22 @@ import pytest
 import torch
 
 from seqsae_lib.sae.activations import ActivationStore, collect_activations
-from seqsae_lib.steering.concepts import (
-    SELECTION_COLUMNS,
-    Concept,
-    UnknownConceptError,
+from seqsae_lib.steering.catalogue_concepts import (
     attribute_concept,
-    combine,
-    concept_lift,
-    concept_steering,
     decade_concept,
     genre_concept,
     get_concept,
     known_concepts,
-    latent_promotion,
     popularity_concept,
-    select_latents,
     year_range_concept,
 )
+from seqsae_lib.steering.concepts import Concept, UnknownConceptError
+from seqsae_lib.steering.promotion import latent_promotion
+from seqsae_lib.steering.selection import SELECTION_COLUMNS, combine, concept_lift, concept_steering, select_latents
 from seqsae_lib.interpret.features import LatentCodes, latent_activations
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering.edits import steered_scores
+from seqsae_lib.steering.scoring import steered_scores
 
 D = 16
 MAX_LEN = 12
@@ -193,7 +188,7 @@ def test_concept_lift_known_answer():
     codes = LatentCodes.from_dense(torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 0.0], [5.0, 3.0]]))
     lift = concept_lift(codes, store, concept)
     base = 2 / 3  # valid positions: next items 1, 2, 3
-    assert lift.attrs["base_rate"] == pytest.approx(base)
+    assert lift["base_rate"].tolist() == pytest.approx([base, base])
     assert lift.loc[0, "share"] == pytest.approx(2 / 3)  # weights 2 (item 1) and 1 (item 2); position 3 is invalid
     assert lift.loc[0, "lift"] == pytest.approx(1.0)
     assert lift.loc[1, "share"] == pytest.approx(0.0) and lift.loc[1, "n_fires"] == 1
@@ -203,8 +198,8 @@ def test_concept_lift_known_answer():
 def test_promotion_at_final_is_exact(model, seq_data):
     concept = genre_concept(seq_data, "topic 1")
     sae = planted_sae(model, concept)
-    prom = latent_promotion(concept, sae, model, "final")
-    assert prom.attrs["method"] == "exact" and len(prom) == sae.d_sae
+    prom = latent_promotion(concept, sae, model, capture_point="final")
+    assert (prom["method"] == "exact").all() and len(prom) == sae.d_sae
     emb = model.item_emb.weight.detach().double()
     delta = sae.W_dec.detach().double() @ emb[1:].T
     c = torch.from_numpy(concept.contrast()[1:])
@@ -216,53 +211,53 @@ def test_promotion_at_final_is_exact(model, seq_data):
 def test_select_latents_finds_a_planted_concept_direction(model, split, seq_data):
     concept = genre_concept(seq_data, "topic 1")
     sae = planted_sae(model, concept, latent=7)
-    sel = select_latents(concept, sae, model, "final", n=3)
+    sel = select_latents(concept, sae, model, n=3, capture_point="final")
     assert list(sel.columns) == list(SELECTION_COLUMNS)
     assert len(sel) == 3 and int(sel.iloc[0]["latent"]) == 7
-    assert sel["score"].is_monotonic_decreasing and sel.attrs["rule"] == "score = specificity"
+    assert sel["score"].is_monotonic_decreasing and (sel["n_candidates"] == sae.d_sae).all()
     # with codes: the read-side filter keeps only latents that fire often enough with lift >= min_lift
     store = collect_activations(model, split.train, "final", next_items=split.valid_targets, progress=False)
     codes = latent_activations(sae, store)
-    sel2 = select_latents(concept, sae, model, "final", codes=codes, store=store, n=4, min_fires=3, min_lift=1.0)
+    sel2 = select_latents(concept, sae, model, codes=codes, store=store, n=4, min_fires=3, min_lift=1.0, capture_point="final")
     assert (sel2["lift"] >= 1.0).all() and (sel2["n_fires"] >= 3).all()
     lift = concept_lift(codes, store, concept)
     ok = (lift["n_fires"] >= 3) & (lift["lift"] >= 1.0)
     assert set(sel2["latent"]) <= set(np.flatnonzero(ok.to_numpy()))
     with pytest.warns(UserWarning, match="no latent"):
-        empty = select_latents(concept, sae, model, "final", codes=codes, store=store, min_lift=1e6)
+        empty = select_latents(concept, sae, model, codes=codes, store=store, min_lift=1e6, capture_point="final")
     assert len(empty) == 0
-    assert concept_steering(concept, 2.0, empty, sae, "final").is_identity
+    assert concept_steering(concept, 2.0, empty, sae, capture_point="final").is_identity
 
 
 def test_select_latents_at_an_inner_point_uses_finite_differences(model, split, seq_data):
     concept = genre_concept(seq_data, "topic 0")
     sae = SparseAutoencoder(SAEConfig(d_in=D, d_sae=2 * D, kind="topk", k=4, normalize_input=False, seed=2)).eval()
-    sel = select_latents(concept, sae, model, "block_1", n=3, sequences=split.train, n_states=24, refine=6, alpha=0.5)
+    sel = select_latents(concept, sae, model, n=3, sequences=split.train, n_states=24, refine=6, alpha=0.5, capture_point="block_1")
     assert len(sel) == 3 and (sel["method"] == "finite-difference").all()
     # the finite difference of the best latent, by hand
     lat = int(sel.iloc[0]["latent"])
-    fd = latent_promotion(concept, sae, model, "block_1", latents=[lat], sequences=split.train, n_states=24, alpha=0.5)
+    fd = latent_promotion(concept, sae, model, latents=[lat], sequences=split.train, n_states=24, alpha=0.5, capture_point="block_1")
     assert fd.loc[lat, "promotion"] == pytest.approx(sel.iloc[0]["promotion"], rel=1e-5)
-    lin = latent_promotion(concept, sae, model, "block_1", latents=[lat], sequences=split.train, n_states=24,
-                           alpha=0.5, method="linearised")
+    lin = latent_promotion(concept, sae, model, latents=[lat], sequences=split.train, n_states=24,
+                           alpha=0.5, method="linearised", capture_point="block_1")
     assert np.sign(lin.loc[lat, "promotion"]) == np.sign(fd.loc[lat, "promotion"])
     with pytest.raises(ValueError, match="needs sequences"):
-        latent_promotion(concept, sae, model, "block_1")
+        latent_promotion(concept, sae, model, capture_point="block_1")
 
 
 def test_concept_steering_rules_and_signs(model, seq_data):
     concept = genre_concept(seq_data, "topic 1")
     sae = planted_sae(model, concept, latent=7)
-    towards = concept_steering(concept, 2.0, [7, 9], sae, "final")
+    towards = concept_steering(concept, 2.0, [7, 9], sae, capture_point="final")
     assert [(e.latent, e.op, e.value) for e in towards.edits] == [(7, "add", 2.0), (9, "add", 2.0)]
     assert towards.label.startswith("more topic 1")
-    away = concept_steering(concept, -2.0, [7], sae, "final")
+    away = concept_steering(concept, -2.0, [7], sae, capture_point="final")
     assert away.edits[0].value == -2.0 and away.label.startswith("less topic 1")
-    assert concept_steering(concept, 0.0, [7], sae, "final").is_identity
-    assert concept_steering(concept, -1.5, [7], sae, "final", rule="scale").edits[0].value == 0.0
-    assert concept_steering(concept, 0.5, [7], sae, "final", rule="scale").edits[0].value == 1.5
+    assert concept_steering(concept, 0.0, [7], sae, capture_point="final").is_identity
+    assert concept_steering(concept, -1.5, [7], sae, rule="scale", capture_point="final").edits[0].value == 0.0
+    assert concept_steering(concept, 0.5, [7], sae, rule="scale", capture_point="final").edits[0].value == 1.5
     std = torch.ones(sae.d_sae)
-    assert concept_steering(concept, 1.0, [7], sae, "final", rule="shift_z", latent_std=std).edits[0].op == "shift_z"
+    assert concept_steering(concept, 1.0, [7], sae, rule="shift_z", latent_std=std, capture_point="final").edits[0].op == "shift_z"
     # towards raises the concept items' scores relative to the rest, away lowers them
     ids = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     base = steered_scores(model, None, ids)[:, 1:]
@@ -271,31 +266,31 @@ def test_concept_steering_rules_and_signs(model, seq_data):
     down = (steered_scores(model, away, ids)[:, 1:] - base) @ c
     assert (up > 0).all() and (down < 0).all()
     other = genre_concept(seq_data, "topic 2")
-    mix = combine(towards, concept_steering(other, -1.0, [3], sae, "final"))
+    mix = combine(towards, concept_steering(other, -1.0, [3], sae, capture_point="final"))
     assert len(mix.edits) == 3 and "less topic 2" in mix.label
     with pytest.raises(ValueError, match=r"unknown rule 'clamp'.*\['add', 'shift_z', 'scale'\]"):
-        concept_steering(concept, 1.0, [7], sae, "final", rule="clamp")  # type: ignore[arg-type]
+        concept_steering(concept, 1.0, [7], sae, rule="clamp", capture_point="final")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="finite"):
-        concept_steering(concept, float("nan"), [7], sae, "final")
+        concept_steering(concept, float("nan"), [7], sae, capture_point="final")
     with pytest.raises(ValueError, match="latent_std"):
-        concept_steering(concept, 1.0, [7], sae, "final", rule="shift_z")
+        concept_steering(concept, 1.0, [7], sae, rule="shift_z", capture_point="final")
     with pytest.raises(ValueError, match="out of range"):
-        concept_steering(concept, 1.0, [640], sae, "final")
+        concept_steering(concept, 1.0, [640], sae, capture_point="final")
 
 
 def test_selection_errors(model, seq_data, split):
     concept = genre_concept(seq_data, "topic 1")
     sae = planted_sae(model, concept)
     with pytest.raises(UnknownCapturePointError, match="valid names"):
-        select_latents(concept, sae, model, "block_9")
+        select_latents(concept, sae, model, capture_point="block_9")
     wide = SparseAutoencoder(SAEConfig(d_in=2 * D, d_sae=4 * D, kind="topk", k=4))
     with pytest.raises(ValueError, match=r"d_in=32.*d_model=16"):
-        select_latents(concept, wide, model, "final")
+        select_latents(concept, wide, model, capture_point="final")
     with pytest.raises(ValueError, match="both codes and store"):
-        select_latents(concept, sae, model, "final", codes=torch.zeros(3, sae.d_sae))
+        select_latents(concept, sae, model, codes=torch.zeros(3, sae.d_sae), capture_point="final")
     store = collect_activations(model, split.train[:5], "block_0", progress=False)
     with pytest.raises(ValueError, match="'block_0', not at 'final'"):
-        select_latents(concept, sae, model, "final", codes=latent_activations(sae, store), store=store)
+        select_latents(concept, sae, model, codes=latent_activations(sae, store), store=store, capture_point="final")
     small = Concept("small", np.array([0, 1.0, 0]))
     with pytest.raises(ValueError, match="covers 2 items"):
-        latent_promotion(small, sae, model, "final")
+        latent_promotion(small, sae, model, capture_point="final")

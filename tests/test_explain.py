@@ -66,7 +66,7 @@ def test_inner_ablation_matches_a_direct_forward_pass(parts):
     ids = sl.left_pad([inputs], model.max_len)
     base = sl.steered_scores(model, None, ids)[0, item]
     for _, row in frame.head(3).iterrows():
-        ablated = sl.steered_scores(model, sl.Steering.ablate(sae, "block_0", int(row["latent"])), ids)[0, item]
+        ablated = sl.steered_scores(model, sl.Steering.ablate(sae, int(row["latent"]), capture_point="block_0"), ids)[0, item]
         # ablate() sets z_j to 0 keeping the error term: the same as removing z_j W_dec[j] / s
         assert float(base - ablated) == pytest.approx(row["ablation"], rel=1e-4, abs=1e-5)
     assert (frame["rank_change"] == frame["rank_after"] - frame["rank_before"]).all()
@@ -102,7 +102,8 @@ def test_bad_requests(parts):
 
 def test_live_explain(parts):
     model, saes, split, seq = parts
-    live = sl.LiveSteering(model, saes["final"], seq, split.test_inputs, {seq.genre_names[0]: [0, 1]}, k=5)
+    live = sl.LiveSteering(model, saes["final"], seq, split.test_inputs, {seq.genre_names[0]: [0, 1]}, k=5,
+                           capture_point="final")  # an SAE trained on plain vectors records no point
     rec = live.recommend(2, {seq.genre_names[0]: 3.0})
     e = live.explain(2, int(rec.table["item"].iloc[0]), {seq.genre_names[0]: 3.0})
     assert e.score == pytest.approx(float(rec.table["score"].iloc[0]), rel=1e-5)

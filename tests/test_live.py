@@ -13,11 +13,12 @@ import seqsae_lib as sl
 def live(tiny_seq, tiny_split, train_tiny_sasrec):
     model = train_tiny_sasrec(tiny_split, epochs=2)
     store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
-    sae, _ = sl.train_sae(store.acts, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
+    sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
                           sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
     sae.eval()
     topic = tiny_seq.genre_names[0]
-    latents = sl.select_latents(sl.steering.concepts.get_concept(tiny_seq, topic), sae, model, "final", n=3)
+    assert sae.capture_point == "final"  # recorded by train_sae from the store: no capture point to pass below
+    latents = sl.select_latents(sl.steering.get_concept(tiny_seq, topic), sae, model, n=3)
     return sl.LiveSteering(model, sae, tiny_seq, tiny_split.test_inputs, {topic: latents}, k=5)
 
 
@@ -51,7 +52,8 @@ def test_concept_slider_moves_the_share(live):
 def test_latent_slider_equals_a_manual_add(live):
     latent = int(live.active_latents(0, 1)["latent"].iloc[0])
     rec = live.recommend(0, {f"latent:{latent}": 3.0})
-    steering = sl.Steering.add(live.sae, "final", latent, 3.0)
+    steering = sl.Steering.add(live.sae, latent, 3.0)
+    assert steering.capture_point == "final" == live.capture_point
     cache = sl.SteeringCache(live.model, sl.left_pad([live.inputs[0]], live.model.max_len), "final")
     scores = cache.scores(steering)[0]
     scores[torch.from_numpy(np.asarray(live.inputs[0]))] = float("-inf")

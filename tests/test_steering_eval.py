@@ -1,4 +1,4 @@
-"""Tests for seqsae_lib.steering.evaluation (chapter 5)."""
+"""Tests for seqsae_lib.steering.evaluation, baselines and tradeoffs (chapter 5)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,27 @@ import pytest
 import torch
 
 from seqsae_lib.sae.activations import ActivationStore, collect_activations
-from seqsae_lib.steering.concepts import Concept, UnknownConceptError, genre_concept
+from seqsae_lib.steering.catalogue_concepts import genre_concept
+from seqsae_lib.steering.concepts import Concept, UnknownConceptError
 from seqsae_lib.model.evaluation import evaluate
 from seqsae_lib.interpret.features import latent_activations
 from seqsae_lib.model.metrics import coverage_at_k
 from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
 from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering.edits import Steering, VectorSteering, steered_scores
-from seqsae_lib.steering.evaluation import (
-    GRID_COLUMNS,
+from seqsae_lib.steering.baselines import (
     Rerank,
-    SteeringEvaluator,
-    evaluate_methods,
-    evaluate_steering,
-    gini,
     hidden_dim_baseline,
-    jaccard_at_k,
     mean_difference_baseline,
-    pareto_front,
     random_latent_baseline,
     rerank_baseline,
     sae_method,
-    share_at_equal_cost,
     steering_methods,
 )
+from seqsae_lib.steering.evaluation import GRID_COLUMNS, SteeringEvaluator, evaluate_methods, evaluate_steering
+from seqsae_lib.steering.latent_steering import Steering
+from seqsae_lib.steering.scoring import steered_scores
+from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
+from seqsae_lib.steering.vector_steering import VectorSteering
 
 D = 16
 MAX_LEN = 12
@@ -110,7 +107,7 @@ def test_jaccard_known_answers():
 
 
 def test_fast_top_k_equals_the_stable_sort_of_evaluate():
-    from seqsae_lib.model.evaluation import _top_k_stable
+    from seqsae_lib.model.evaluation import top_k_stable
 
     gen = torch.Generator().manual_seed(0)
     for scores in (
@@ -119,7 +116,7 @@ def test_fast_top_k_equals_the_stable_sort_of_evaluate():
         torch.randn(50, 40, generator=gen).masked_fill(torch.rand(50, 40, generator=gen) < 0.9, float("-inf")),
     ):
         expected = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :10]
-        assert torch.equal(_top_k_stable(scores, 10), expected)
+        assert torch.equal(top_k_stable(scores, 10), expected)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -153,7 +150,9 @@ def test_strength_zero_reproduces_evaluate(model, split, seq_data, concept, eval
     w = concept.item_mask[split.test_targets]
     per_user = ref.per_user("NDCG", 10)
     assert row["NDCG@10_concept"] == pytest.approx((w * per_user).sum() / w.sum())
-    assert df.attrs["n_concept_users"] == int((w > 0).sum())
+    assert (df["n_concept_users"] == int((w > 0).sum())).all()
+    assert (df["reference_share@10"] == row["share@10"]).all() and (df["concept"] == concept.name).all()
+    assert row["method"] == "re-ranking"  # the baseline's name
 
 
 def test_share_rises_with_strength_for_reranking_and_a_constructed_direction(model, split, seq_data, concept, evaluator):
@@ -175,7 +174,7 @@ def test_share_rises_with_strength_for_reranking_and_a_constructed_direction(mod
     with torch.no_grad():
         sae.W_dec[5] = direction
     sae_curve = evaluate_steering(
-        model, lambda s: Steering.add(sae, "final", 5, s), [0.0, 0.5, 1.0, 2.0, 4.0],
+        model, lambda s: Steering.add(sae, 5, s, capture_point="final"), [0.0, 0.5, 1.0, 2.0, 4.0],
         split.test_inputs, split.test_targets, concept, seq_data, evaluator=evaluator,
     )
     np.testing.assert_allclose(sae_curve["share@10"], vec["share@10"], atol=1e-12)
@@ -185,7 +184,7 @@ def test_share_rises_with_strength_for_reranking_and_a_constructed_direction(mod
 def test_cached_grid_equals_the_hook_path(model, split, seq_data, concept, evaluator, point):
     sae = random_sae(seed=3)
     strengths = [0.0, 1.0, 3.0]
-    make = lambda s: Steering.add(sae, point, [1, 2], s) + Steering.set(sae, point, 4, abs(s))  # noqa: E731
+    make = lambda s: Steering.add(sae, [1, 2], s, capture_point=point) + Steering.set(sae, 4, abs(s), capture_point=point)  # noqa: E731
     fast, fd = evaluator.run(make, strengths, concept, return_details=True)
     slow, sd = evaluator.run(lambda s: HookScorer(model, make(s)), strengths, concept, return_details=True)
     np.testing.assert_array_equal(fd.ranks, sd.ranks)
@@ -207,12 +206,12 @@ def test_methods_and_equal_cost_table(model, split, seq_data, concept):
                                batch_size=32, n_boot=0)
     assert set(results) == set(methods)
     for name, df in results.items():
-        assert len(df) == 3 and df.attrs["method"] == name
+        assert len(df) == 3 and (df["method"] == name).all()
         assert df["NDCG@10_drop"].iloc[0] == 0.0
         assert df["NDCG@10_drop_lo"].isna().all()  # n_boot=0
     table = share_at_equal_cost(results, (0.0, 0.01, 0.02))
     assert list(table.index) == list(results) and table.shape == (5, 3)
-    assert table.iloc[:, 0].tolist() == pytest.approx([results["SAE latents"].attrs["reference_share"]] * 5)
+    assert table.iloc[:, 0].tolist() == pytest.approx([results["SAE latents"]["reference_share@10"].iloc[0]] * 5)
 
 
 def test_baselines_are_built_from_the_store(concept):
@@ -238,21 +237,20 @@ def test_baselines_are_built_from_the_store(concept):
     assert isinstance(rr, Rerank)
     torch.testing.assert_close(rr.bonus, 0.5 * concept.as_tensor())
     sae = random_sae()
-    a, b = random_latent_baseline(sae, "final", seed=4), random_latent_baseline(sae, "final", seed=4)
+    a, b = random_latent_baseline(sae, seed=4, capture_point="final"), random_latent_baseline(sae, seed=4, capture_point="final")
     assert a.info["latent"] == b.info["latent"] and a(1.0).edits[0].op == "add"
     with pytest.raises(ValueError, match="out of range"):
-        sae_method(concept, [999], sae, "final")
+        sae_method(concept, [999], sae, capture_point="final")
 
 
 def test_pareto_front_and_interpolation_known_answers():
     a = pd.DataFrame({"strength": [0.0, 1.0, 2.0, 3.0], "NDCG@10_drop": [0.0, 0.01, 0.03, 0.02],
-                      "share@10": [0.2, 0.3, 0.5, 0.25]})
-    a.attrs.update({"k": 10, "reference_share": 0.2})
+                      "share@10": [0.2, 0.3, 0.5, 0.25], "reference_share@10": 0.2})
     front = pareto_front(a)
     assert front["strength"].tolist() == [0.0, 1.0, 2.0]  # strength 3 is dominated by strength 1
     assert pareto_front(a, maximize=False)["strength"].tolist() == [0.0]
-    cheap = pd.DataFrame({"strength": [1.0, 2.0], "NDCG@10_drop": [0.001, 0.004], "share@10": [0.4, 0.6]})
-    cheap.attrs.update({"k": 10, "reference_share": 0.2})
+    cheap = pd.DataFrame({"strength": [1.0, 2.0], "NDCG@10_drop": [0.001, 0.004], "share@10": [0.4, 0.6],
+                          "reference_share@10": 0.2})
     table = share_at_equal_cost({"a": a, "cheap": cheap}, (0.005, 0.01, 0.02))
     np.testing.assert_allclose(table.loc["a"].to_numpy(), [0.25, 0.3, 0.4])
     assert table.loc["cheap"].isna().all()  # never costs 0.005 within the grid
@@ -275,10 +273,10 @@ def test_bad_requests_raise_clear_errors(model, split, seq_data, concept, evalua
     with pytest.raises(ValueError, match="empty"):
         evaluator.run(rerank_baseline(concept), [], concept)
     with pytest.raises(UnknownCapturePointError, match="valid names"):
-        evaluator.run(lambda s: Steering.add(random_sae(), "block_5", 1, s), [1.0], concept)
+        evaluator.run(lambda s: Steering.add(random_sae(), 1, s, capture_point="block_5"), [1.0], concept)
     wide = SparseAutoencoder(SAEConfig(d_in=2 * D, d_sae=4 * D, kind="topk", k=4))
     with pytest.raises(ValueError, match="d_in=32"):
-        evaluator.run(lambda s: Steering.add(wide, "final", 1, s), [1.0], concept)
+        evaluator.run(lambda s: Steering.add(wide, 1, s, capture_point="final"), [1.0], concept)
     with pytest.raises(ValueError, match="num_items"):
         evaluator.run(lambda s: Rerank(torch.zeros(5)), [1.0], concept)
     other = SASRec(num_items=split.num_items + 1, max_len=MAX_LEN, d_model=D)

@@ -25,8 +25,8 @@ and :class:`RandomScorer` all are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,13 +34,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.batching import check_sequences, iter_eval_batches
+from seqsae_lib.data.batching import EvalBatch, check_sequences, iter_eval_batches
 from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
 
 from seqsae_lib.utils.checks import check_int
 from seqsae_lib.utils.torchutils import eval_mode
 
-__all__ = ["Scorer", "EvalResult", "evaluate", "MostPopularScorer", "RandomScorer"]
+__all__ = ["Scorer", "EvalResult", "evaluate", "evaluate_scored_batches", "top_k_stable", "MostPopularScorer",
+           "RandomScorer"]
 
 
 class Scorer(Protocol):
@@ -76,6 +77,9 @@ class EvalResult:
     """Whether already-seen items were excluded from the candidates."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form information (e.g. number of users)."""
+    top_items: np.ndarray | None = None
+    """``(n_users, max(ks))`` recommended ids in input order (seen items filtered), when asked for with
+    ``return_top=True`` (:func:`evaluate_scored_batches`); else ``None``."""
 
     def __getitem__(self, name: str) -> float:
         try:
@@ -110,8 +114,22 @@ def _right_pad(seqs: list[np.ndarray]) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _top_k_stable(scores: Tensor, k: int) -> Tensor:
+def top_k_stable(scores: Tensor, k: int) -> Tensor:
     """The first ``k`` columns of a stable descending sort (ties by ascending id), via ``topk``.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb): the order of every top-k list of the library
+    (:func:`evaluate`, the steering evaluation of chapter 5).
+
+    Parameters
+    ----------
+    scores : Tensor of shape (B, n_items)
+    k : int
+        Number of columns to keep.
+
+    Returns
+    -------
+    Tensor of shape (B, k)
+        Column ids, best first.
 
     Same result as ``torch.sort(scores, descending=True, stable=True).indices[:, :k]`` (the order of
     :func:`evaluate`'s top-k lists) at a fraction of the cost: ``topk`` picks ``k + 1`` columns;
@@ -212,41 +230,101 @@ def evaluate(
     else:
         dev = torch.device(device)
 
-    kmax = max(ks)
-    ranks = np.empty(len(seqs), dtype=np.int64)
-    covered = {kk: torch.zeros(num_items + 1, dtype=torch.bool, device=dev) for kk in ks}
-    item_ids = torch.arange(num_items + 1, device=dev)
     with eval_mode(scorer if isinstance(scorer, nn.Module) else None):
         batches = iter_eval_batches(seqs, targets, max_len=int(max_len), batch_size=batch_size, num_items=num_items)
         n_batches = (len(seqs) + batch_size - 1) // batch_size
-        for batch in tqdm(batches, total=n_batches, desc="evaluate", disable=not progress, leave=False):
-            ids = batch.inputs.to(dev)
-            b = ids.shape[0]
-            s = scorer.scores(ids)
-            if not isinstance(s, Tensor) or tuple(s.shape) != (b, num_items + 1):
-                shape = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-                raise ValueError(
-                    f"scorer returned {shape}; expected a tensor of shape ({b}, {num_items + 1}) "
-                    "= (batch, num_items + 1) with column 0 for padding"
-                )
-            s = s.to(dev, torch.float32)
-            if torch.isnan(s).any():
-                raise ValueError("scorer returned NaN scores")
-            tgt = batch.targets.to(dev)
-            excluded = torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
-            excluded[:, 0] = True
-            if filter_seen:
-                excluded.scatter_(1, _right_pad(batch.seen).to(dev), True)
-                excluded[torch.arange(b, device=dev), tgt] = False  # the target stays a candidate
-            t_score = s.gather(1, tgt[:, None])
-            ahead = (s > t_score) | ((s == t_score) & (item_ids[None, :] < tgt[:, None]))
-            ranks[batch.users] = (ahead & ~excluded).sum(dim=1).cpu().numpy()
+        batches = tqdm(batches, total=n_batches, desc="evaluate", disable=not progress, leave=False)
+        result = evaluate_scored_batches(
+            ((batch, scorer.scores(batch.inputs.to(dev))) for batch in batches),
+            num_items=num_items, k=ks, filter_seen=filter_seen, device=dev,
+        )
+    return replace(result, extra={**result.extra, "max_len": int(max_len)})
 
-            masked = s.masked_fill(excluded, float("-inf"))
-            top = _top_k_stable(masked, kmax)
-            top_ok = ~excluded.gather(1, top)
-            for kk in ks:
-                covered[kk][top[:, :kk][top_ok[:, :kk]]] = True
+
+@torch.no_grad()
+def evaluate_scored_batches(
+    scored_batches: Iterable[tuple[EvalBatch, Tensor]],
+    *,
+    num_items: int,
+    k: int | Sequence[int] = (10,),
+    filter_seen: bool = True,
+    device: str | torch.device | None = None,
+    return_top: bool = False,
+) -> EvalResult:
+    """Rank pre-built, already scored batches: the core of :func:`evaluate`.
+
+    Introduced in chapter 2 (chapters/02_sasrec.ipynb); the steering evaluation of chapter 5 uses it
+    directly to rank scores it computes from cached states, batch by batch, on batches it built once
+    (:func:`~seqsae_lib.data.batching.iter_eval_batches`). Same protocol as :func:`evaluate` (module
+    docstring).
+
+    Parameters
+    ----------
+    scored_batches : iterable of (EvalBatch, Tensor)
+        Each batch with its ``(B, num_items + 1)`` scores (a generator keeps one batch of scores alive at
+        a time). Together the batches must hold every user ``0 .. n_users - 1`` once.
+    num_items : int
+    k : int or sequence of int, default (10,)
+    filter_seen : bool, default True
+    device : str, torch.device or None
+        Where to rank; ``None``: where each batch's scores are.
+    return_top : bool, default False
+        Also return the ``(n_users, max(k))`` top lists in ``EvalResult.top_items``.
+
+    Raises
+    ------
+    ValueError
+        A wrong score shape, NaN scores, or batches that do not cover every user exactly once.
+    """
+    num_items = check_int("num_items", num_items, minimum=1)
+    ks = _ks(k)
+    kmax = max(ks)
+    users: list[np.ndarray] = []
+    batch_ranks: list[np.ndarray] = []
+    batch_top: list[np.ndarray] = []
+    covered: dict[int, Tensor] | None = None
+    for batch, s in scored_batches:
+        b = len(batch.users)
+        if not isinstance(s, Tensor) or tuple(s.shape) != (b, num_items + 1):
+            shape = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+            raise ValueError(
+                f"scorer returned {shape}; expected a tensor of shape ({b}, {num_items + 1}) "
+                "= (batch, num_items + 1) with column 0 for padding"
+            )
+        dev = torch.device(device) if device is not None else s.device
+        if covered is None:
+            covered = {kk: torch.zeros(num_items + 1, dtype=torch.bool, device=dev) for kk in ks}
+        item_ids = torch.arange(num_items + 1, device=dev)
+        s = s.to(dev, torch.float32)
+        if torch.isnan(s).any():
+            raise ValueError("scorer returned NaN scores")
+        tgt = batch.targets.to(dev)
+        excluded = torch.zeros(b, num_items + 1, dtype=torch.bool, device=dev)
+        excluded[:, 0] = True
+        if filter_seen:
+            excluded.scatter_(1, _right_pad(batch.seen).to(dev), True)
+            excluded[torch.arange(b, device=dev), tgt] = False  # the target stays a candidate
+        t_score = s.gather(1, tgt[:, None])
+        ahead = (s > t_score) | ((s == t_score) & (item_ids[None, :] < tgt[:, None]))
+        users.append(np.asarray(batch.users))
+        batch_ranks.append((ahead & ~excluded).sum(dim=1).cpu().numpy())
+
+        masked = s.masked_fill(excluded, float("-inf"))
+        top = top_k_stable(masked, kmax)
+        if return_top:
+            batch_top.append(top.cpu().numpy())
+        top_ok = ~excluded.gather(1, top)
+        for kk in ks:
+            covered[kk][top[:, :kk][top_ok[:, :kk]]] = True
+    order = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
+    if covered is None or not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ValueError("the batches must hold every user 0 .. n_users - 1 exactly once (iter_eval_batches)")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.concatenate(batch_ranks)
+    top_items = None
+    if return_top:
+        top_items = np.empty((len(order), kmax), dtype=np.int64)
+        top_items[order] = np.concatenate(batch_top)
 
     metrics: dict[str, float] = {}
     for kk in ks:
@@ -261,7 +339,8 @@ def evaluate(
         ks=ks,
         num_items=num_items,
         filter_seen=filter_seen,
-        extra={"n_users": len(seqs), "max_len": int(max_len)},
+        extra={"n_users": len(order)},
+        top_items=top_items,
     )
 
 

@@ -1,0 +1,116 @@
+"""Steering recommendations with SAE latents: edits, concepts, latent selection, evaluation, live sliders.
+
+Introduced in chapter 5 (chapters/05_steering.ipynb).
+
+* :mod:`~seqsae_lib.steering.edits`: latent edits (:class:`LatentEdit`) and what they do to a state;
+* :mod:`~seqsae_lib.steering.latent_steering` / :mod:`~seqsae_lib.steering.vector_steering`: the steering objects;
+* :mod:`~seqsae_lib.steering.scoring`: running them (hooks, cached states);
+* :mod:`~seqsae_lib.steering.concepts` / :mod:`~seqsae_lib.steering.catalogue_concepts`: concepts over the catalogue;
+* :mod:`~seqsae_lib.steering.promotion` / :mod:`~seqsae_lib.steering.selection`: the latents that steer towards one;
+* :mod:`~seqsae_lib.steering.evaluation`, :mod:`~seqsae_lib.steering.baselines`,
+  :mod:`~seqsae_lib.steering.tradeoffs`: measuring steering against baselines;
+* :mod:`~seqsae_lib.steering.live`: the engine of the steering widget.
+"""
+
+from seqsae_lib.steering.baselines import (
+    Rerank,
+    hidden_dim_baseline,
+    mean_difference_baseline,
+    random_latent_baseline,
+    rerank_baseline,
+    sae_method,
+    steering_methods,
+)
+from seqsae_lib.steering.catalogue_concepts import (
+    attribute_concept,
+    decade_concept,
+    genre_concept,
+    get_concept,
+    known_concepts,
+    popularity_concept,
+    year_range_concept,
+)
+from seqsae_lib.steering.concepts import Concept, UnknownConceptError, check_concept
+from seqsae_lib.steering.edits import OPS, POSITIONS, LatentEdit, add_vector, edit_delta, preactivation_std
+from seqsae_lib.steering.evaluation import (
+    GRID_COLUMNS,
+    SteeringDetails,
+    SteeringEvaluator,
+    evaluate_methods,
+    evaluate_steering,
+)
+from seqsae_lib.steering.latent_steering import Steering
+from seqsae_lib.steering.live import LiveSteering, Recommendations, before_after_grid
+from seqsae_lib.steering.promotion import latent_promotion
+from seqsae_lib.steering.scoring import (
+    SteeringCache,
+    cached_last_state,
+    check_sae_fits,
+    scores_from_state,
+    steer,
+    steered_scores,
+)
+from seqsae_lib.steering.selection import (
+    CONCEPT_RULES,
+    SELECTION_COLUMNS,
+    combine,
+    concept_lift,
+    concept_steering,
+    select_latents,
+)
+from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
+from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
+
+__all__ = [
+    "CONCEPT_RULES",
+    "GRID_COLUMNS",
+    "OPS",
+    "POSITIONS",
+    "SELECTION_COLUMNS",
+    "Concept",
+    "LatentEdit",
+    "LiveSteering",
+    "Recommendations",
+    "Rerank",
+    "StateSteering",
+    "Steering",
+    "SteeringCache",
+    "SteeringDetails",
+    "SteeringEvaluator",
+    "UnknownConceptError",
+    "VectorSteering",
+    "add_vector",
+    "attribute_concept",
+    "before_after_grid",
+    "cached_last_state",
+    "check_concept",
+    "check_sae_fits",
+    "combine",
+    "concept_lift",
+    "concept_steering",
+    "decade_concept",
+    "edit_delta",
+    "evaluate_methods",
+    "evaluate_steering",
+    "genre_concept",
+    "get_concept",
+    "gini",
+    "hidden_dim_baseline",
+    "jaccard_at_k",
+    "known_concepts",
+    "latent_promotion",
+    "mean_difference_baseline",
+    "pareto_front",
+    "popularity_concept",
+    "preactivation_std",
+    "random_latent_baseline",
+    "rerank_baseline",
+    "sae_method",
+    "scores_from_state",
+    "select_latents",
+    "share_at_equal_cost",
+    "steer",
+    "steered_scores",
+    "steering_methods",
+    "year_range_concept",
+]

@@ -3,9 +3,9 @@
 Introduced in chapter 5 (chapters/05_steering.ipynb).
 
 :class:`LiveSteering` holds what does not change while a reader moves sliders: the model, the SAE, the
-latents chosen for each concept (:func:`seqsae_lib.steering.concepts.select_latents`) and, per user, a
-:class:`~seqsae_lib.steering.edits.SteeringCache` of the state at the capture point. An update
-(:meth:`LiveSteering.recommend`) builds one :class:`~seqsae_lib.steering.edits.Steering` from the slider values,
+latents chosen for each concept (:func:`seqsae_lib.steering.selection.select_latents`) and, per user, a
+:class:`~seqsae_lib.steering.scoring.SteeringCache` of the state at the capture point. An update
+(:meth:`LiveSteering.recommend`) builds one :class:`~seqsae_lib.steering.latent_steering.Steering` from the slider values,
 applies it to the cached state and scores the catalogue: at ``"final"`` a few small matrix products, no
 transformer pass. The result, a :class:`Recommendations`, carries the steered top-k with what changed, the
 concept shares and the overlap with the unsteered list, and how long the update took.
@@ -27,11 +27,15 @@ import torch
 from torch import nn
 
 from seqsae_lib.data.batching import check_sequences, left_pad, seen_mask
-from seqsae_lib.steering.concepts import Concept, concept_steering, get_concept
+from seqsae_lib.data.sequences import SequenceData
 from seqsae_lib.interpret.explain import Explanation, explain_final
 from seqsae_lib.sae.autoencoder import SparseAutoencoder, check_sae_matches_model
-from seqsae_lib.data.sequences import SequenceData
-from seqsae_lib.steering.edits import Steering, SteeringCache
+from seqsae_lib.steering.catalogue_concepts import get_concept
+from seqsae_lib.steering.concepts import Concept
+from seqsae_lib.steering.latent_steering import Steering
+from seqsae_lib.steering.scoring import SteeringCache, check_sae_fits
+from seqsae_lib.steering.selection import concept_steering
+from seqsae_lib.utils.checks import check_int, latent_ids
 
 __all__ = ["LiveSteering", "Recommendations", "before_after_grid"]
 
@@ -73,7 +77,7 @@ class LiveSteering:
     ----------
     model : SASRec
     sae : SparseAutoencoder
-        Trained at ``capture_point``.
+        Steers at its own capture point (``sae.capture_point``).
     seq_data : SequenceData
         Titles, years, genres.
     inputs : sequence of array-like
@@ -82,10 +86,12 @@ class LiveSteering:
         (:func:`~seqsae_lib.data.batching.check_sequences`): every history must be non-empty and hold integer
         item ids in ``1..num_items``.
     concept_latents : mapping concept name -> latents
-        The latents each concept slider steers (a :func:`~seqsae_lib.steering.concepts.select_latents` table or a
-        list of ids). Names must be known to :func:`~seqsae_lib.steering.concepts.get_concept` or be
+        The latents each concept slider steers (a :func:`~seqsae_lib.steering.selection.select_latents` table or a
+        list of ids). Names must be known to :func:`~seqsae_lib.steering.catalogue_concepts.get_concept` or be
         :class:`~seqsae_lib.steering.concepts.Concept` objects given in ``concepts``.
-    capture_point : str, default "final"
+    capture_point : str, optional
+        Only for an SAE that records no capture point; else it must equal the SAE's. After construction it
+        holds the capture point the sliders steer.
     k : int, default 10
     labels : DataFrame, optional
         :func:`seqsae_lib.auto_label` output, to name the user's most active latents.
@@ -107,7 +113,7 @@ class LiveSteering:
     seq_data: SequenceData
     inputs: Sequence[Any]
     concept_latents: Mapping[str, Any]
-    capture_point: str = "final"
+    capture_point: str | None = None
     k: int = 10
     labels: pd.DataFrame | None = None
     concepts: Mapping[str, Concept] = field(default_factory=dict)
@@ -115,14 +121,15 @@ class LiveSteering:
 
     def __post_init__(self) -> None:
         check_sae_matches_model(self.sae, self.model)
-        if not 1 <= self.k <= self.seq_data.num_items:
-            raise ValueError(f"k must be in 1..{self.seq_data.num_items}, got {self.k}")
+        self.capture_point = check_sae_fits(self.model, self.sae, self.capture_point)
+        self.k = check_int("k", self.k, minimum=1, maximum=self.seq_data.num_items)
         if len(self.inputs) != self.seq_data.num_users:
             raise ValueError(f"inputs has {len(self.inputs)} sequences, the data has {self.seq_data.num_users} users")
         self.inputs = check_sequences(self.inputs, num_items=self.seq_data.num_items, what="inputs", allow_empty=False)
         self.concepts = {**{name: get_concept(self.seq_data, name) for name in self.concept_latents
                             if name not in self.concepts}, **self.concepts}
-        self._latents = {name: _ids(table) for name, table in self.concept_latents.items()}
+        self._latents = {name: latent_ids(table, self.sae.d_sae, name=f"concept_latents[{name!r}]")
+                         for name, table in self.concept_latents.items()}
         items = self.seq_data.items  # indexed by internal id 1..num_items
         n = self.seq_data.num_items + 1
         self._titles = np.array([""] + items["title"].reindex(range(1, n)).tolist(), dtype=object)
@@ -196,10 +203,10 @@ class LiveSteering:
         return out.reset_index(drop=True)
 
     def steering(self, strengths: Mapping[str, float]) -> Steering:
-        """One :class:`~seqsae_lib.steering.edits.Steering` from slider values (concept names or ``"latent:<id>"``).
+        """One :class:`~seqsae_lib.steering.latent_steering.Steering` from slider values (concept names or ``"latent:<id>"``).
 
         Introduced in chapter 5 (chapters/05_steering.ipynb). Concept sliders use
-        :func:`~seqsae_lib.steering.concepts.concept_steering` (rule ``"add"``); a latent slider adds its value along
+        :func:`~seqsae_lib.steering.selection.concept_steering` (rule ``"add"``); a latent slider adds its value along
         that latent's decoder direction.
 
         Raises
@@ -208,7 +215,7 @@ class LiveSteering:
             Unknown slider names (the known ones are listed), non-finite values, a latent slider name that
             is not ``"latent:<integer id>"``, latent ids out of range.
         """
-        parts = [Steering.identity(self.sae, self.capture_point)]
+        parts = [Steering.identity(self.sae, capture_point=self.capture_point)]
         for name, value in strengths.items():
             if isinstance(name, str) and name.startswith(LATENT_PREFIX):
                 try:
@@ -218,10 +225,10 @@ class LiveSteering:
                         f"slider {name!r}: a latent slider is named '{LATENT_PREFIX}<id>' with an integer latent id "
                         f"in 0..{self.sae.d_sae - 1}, e.g. '{LATENT_PREFIX}12'"
                     ) from None
-                parts.append(Steering.add(self.sae, self.capture_point, latent, float(value)))
+                parts.append(Steering.add(self.sae, latent, float(value), capture_point=self.capture_point))
             elif name in self._latents:
                 parts.append(concept_steering(self.concepts[name], float(value), self._latents[name], self.sae,
-                                              self.capture_point))
+                                              capture_point=self.capture_point))
             else:
                 raise KeyError(f"unknown slider {name!r}; expected one of {self.slider_names} or 'latent:<id>'")
         return Steering.combine(*parts)
@@ -284,14 +291,6 @@ class LiveSteering:
         (explanation,) = explain_final(self.model, self.sae, self.inputs[user], [item], seq_data=self.seq_data,
                                        labels=self.labels, state=state)
         return explanation
-
-
-def _ids(latents: Any) -> list[int]:
-    if isinstance(latents, pd.DataFrame):
-        return [int(j) for j in latents["latent"]]
-    if isinstance(latents, (int, np.integer)):
-        return [int(latents)]
-    return [int(j) for j in latents]
 
 
 def before_after_grid(live: LiveSteering, user: int, concept: str, strengths: Sequence[float]) -> pd.DataFrame:
