@@ -30,7 +30,7 @@ from typing import Any
 
 import seqsae_lib as sl
 from seqsae_lib.experiments.pretrained import SASREC_ML100K, SASREC_RECIPES, SASRecRecipe, train_from_recipe
-from seqsae_lib.model.training import TrainConfig
+from seqsae_lib.model import TrainConfig
 
 MODEL_KEYS = ("max_len", "d_model", "n_layers", "n_heads", "dropout")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)

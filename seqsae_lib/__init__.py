@@ -5,52 +5,52 @@ data -> model -> activations -> SAE -> interpretation -> steering -> plots/widge
 uses is importable from the top level (``import seqsae_lib as sl``).
 """
 
-from seqsae_lib.data.sources import (
+from seqsae_lib.data import (
     DATASETS, SUBSETS, DataSource, DataSourceError, DatasetSpec, SubsetSource, SubsetSpec, resolve_source,
     resolve_subset_source,
 )
-from seqsae_lib.data.movielens import PlantedTopics, RatingsData, load_movielens
-from seqsae_lib.data.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
-from seqsae_lib.data.synthetic import make_synthetic
+from seqsae_lib.data import PlantedTopics, RatingsData, load_movielens
+from seqsae_lib.data import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
+from seqsae_lib.data import make_synthetic
 from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.utils.reporting import KeyFigureMismatchError, key_figures
-from seqsae_lib.data.batching import NextItemDataset, left_pad, make_train_loader
-from seqsae_lib.model.sasrec import SASRec, SASRecConfig, UnknownCapturePointError
-from seqsae_lib.model.capture import Recording, intervene, record
-from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
-from seqsae_lib.model.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.model.training import History, TrainConfig, train_sasrec
-from seqsae_lib.model.checkpoints import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
-from seqsae_lib.sae.store import ActivationFileError, ActivationStore
-from seqsae_lib.sae.activations import collect_activations
-from seqsae_lib.sae.autoencoder import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
-from seqsae_lib.sae.training import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
-from seqsae_lib.sae.metrics import (
+from seqsae_lib.data import NextItemDataset, left_pad, make_train_loader
+from seqsae_lib.model import SASRec, SASRecConfig, UnknownCapturePointError
+from seqsae_lib.model import Recording, intervene, record
+from seqsae_lib.model import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
+from seqsae_lib.model import EvalResult, MostPopularScorer, RandomScorer, evaluate
+from seqsae_lib.model import History, TrainConfig, train_sasrec
+from seqsae_lib.model import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
+from seqsae_lib.sae import ActivationFileError, ActivationStore
+from seqsae_lib.sae import collect_activations
+from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
+from seqsae_lib.sae import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
+from seqsae_lib.sae import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
     feature_density, fvu, l0,
 )
-from seqsae_lib.sae.fidelity import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
-from seqsae_lib.interpret.codes import LatentCodes
-from seqsae_lib.interpret.contexts import top_contexts
-from seqsae_lib.interpret.effects import promoted_items
-from seqsae_lib.interpret.stats import feature_stats, latent_activations
-from seqsae_lib.interpret.labels import auto_label
-from seqsae_lib.interpret.unit_scores import monosemanticity_scores
-from seqsae_lib.interpret.unit_types import compare_unit_types, planted_recovery, score_unit_types
-from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
+from seqsae_lib.sae import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
+from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.interpret import top_contexts
+from seqsae_lib.interpret import promoted_items
+from seqsae_lib.interpret import feature_stats, latent_activations
+from seqsae_lib.interpret import auto_label
+from seqsae_lib.interpret import monosemanticity_scores
+from seqsae_lib.interpret import compare_unit_types, planted_recovery, score_unit_types
+from seqsae_lib.interpret import FeatureAtlas, FeatureCard, build_atlas
 from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment
-from seqsae_lib.steering.edits import LatentEdit, preactivation_std
-from seqsae_lib.steering.latent_steering import Steering
-from seqsae_lib.steering.vector_steering import VectorSteering
-from seqsae_lib.steering.scoring import SteeringCache, steer, steered_scores
-from seqsae_lib.steering.concepts import Concept
-from seqsae_lib.steering.catalogue_concepts import decade_concept, genre_concept, popularity_concept
-from seqsae_lib.steering.selection import concept_steering, select_latents
-from seqsae_lib.steering.evaluation import evaluate_steering
-from seqsae_lib.steering.tradeoffs import pareto_front, share_at_equal_cost
-from seqsae_lib.interpret.explain import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
-from seqsae_lib.steering.live import LiveSteering, Recommendations, before_after_grid
-from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
+from seqsae_lib.steering import LatentEdit, preactivation_std
+from seqsae_lib.steering import Steering
+from seqsae_lib.steering import VectorSteering
+from seqsae_lib.steering import SteeringCache, steer, steered_scores
+from seqsae_lib.steering import Concept
+from seqsae_lib.steering import decade_concept, genre_concept, popularity_concept
+from seqsae_lib.steering import concept_steering, select_latents
+from seqsae_lib.steering import evaluate_steering
+from seqsae_lib.steering import pareto_front, share_at_equal_cost
+from seqsae_lib.interpret import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
+from seqsae_lib.steering import LiveSteering, Recommendations, before_after_grid
+from seqsae_lib.sae import atom_recovery, sparse_dictionary_data
 from seqsae_lib import data, experiments, interpret, model, sae, steering, utils, viz
 from seqsae_lib.experiments import pretrained
 from seqsae_lib.viz.plots import (

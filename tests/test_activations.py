@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import collect_activations
-from seqsae_lib.sae.store import ActivationFileError, ActivationStore
-from seqsae_lib.data.batching import left_pad
-from seqsae_lib.model.capture import record
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.sae import collect_activations
+from seqsae_lib.sae import ActivationFileError, ActivationStore
+from seqsae_lib.data import left_pad
+from seqsae_lib.model import record
+from seqsae_lib.model import SASRec, UnknownCapturePointError
 
 MAX_LEN = 12  # shorter than most synthetic sequences, so windows really cut
 

@@ -148,7 +148,7 @@ def test_tradeoff_plot_draws_any_list_metric(tiny_atlas):
 
     table = pd.DataFrame({"strength": [0.0, 1.0, 2.0], "NDCG@10": [0.3, 0.25, 0.2], "share@10": [0.1, 0.3, 0.5],
                           "popularity@10": [300.0, 250.0, 200.0]})
-    table.attrs.update(concept="long_tail", reference_NDCG=0.3, reference_share=0.1)
+    table = table.assign(concept="long_tail", **{"reference_NDCG@10": 0.3, "reference_share@10": 0.1})
     ax = sl.plot_steering_tradeoff({"SAE": table}, metric="popularity@{k}")
     line = ax.get_lines()[0]
     assert list(line.get_ydata()) == [300.0, 250.0, 200.0]

@@ -6,17 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.data.batching import (
-    NextItemDataset,
-    check_history,
-    check_sequences,
-    collate_full,
-    collate_trim,
-    iter_eval_batches,
-    left_pad,
-    make_train_loader,
-    trim_left_padding,
-)
+from seqsae_lib.data import NextItemDataset, check_history, check_sequences, iter_eval_batches, left_pad, make_train_loader, trim_left_padding
+from seqsae_lib.data.batching import collate_full, collate_trim
 
 
 def random_sequences(n_users: int = 20, num_items: int = 30, seed: int = 0) -> list[np.ndarray]:

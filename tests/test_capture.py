@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqsae_lib.model.capture import intervene, record
-from seqsae_lib.model.sasrec import SASRec
+from seqsae_lib.model import intervene, record
+from seqsae_lib.model import SASRec
 
 
 @pytest.fixture()

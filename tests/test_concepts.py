@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import ActivationStore, collect_activations
-from seqsae_lib.steering.catalogue_concepts import (
+from seqsae_lib.sae import ActivationStore, collect_activations
+from seqsae_lib.steering import (
     attribute_concept,
     decade_concept,
     genre_concept,
@@ -20,13 +20,13 @@ from seqsae_lib.steering.catalogue_concepts import (
     popularity_concept,
     year_range_concept,
 )
-from seqsae_lib.steering.concepts import Concept, UnknownConceptError
-from seqsae_lib.steering.promotion import latent_promotion
-from seqsae_lib.steering.selection import SELECTION_COLUMNS, combine, concept_lift, concept_steering, select_latents
-from seqsae_lib.interpret.features import LatentCodes, latent_activations
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering.scoring import steered_scores
+from seqsae_lib.steering import Concept, UnknownConceptError
+from seqsae_lib.steering import latent_promotion
+from seqsae_lib.steering import SELECTION_COLUMNS, combine, concept_lift, concept_steering, select_latents
+from seqsae_lib.interpret import LatentCodes, latent_activations
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.steering import steered_scores
 
 D = 16
 MAX_LEN = 12

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.model.evaluation import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.model.sasrec import SASRec
+from seqsae_lib.model import EvalResult, MostPopularScorer, RandomScorer, evaluate
+from seqsae_lib.model import SASRec
 
 
 class TableScorer:
@@ -89,7 +89,7 @@ def test_model_path_matches_manual_and_restores_mode():
     res = evaluate(m, inputs, targets, num_items=20, k=(5,))
     assert m.training  # restored
     m.eval()
-    from seqsae_lib.data.batching import left_pad
+    from seqsae_lib.data import left_pad
 
     with torch.no_grad():
         s = m.scores(left_pad(inputs, 6))

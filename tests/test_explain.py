@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import seqsae_lib as sl
-from seqsae_lib.interpret.explain import (
+from seqsae_lib.interpret import (
     counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
 )
 

@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.interpret.codes import LatentCodes
-from seqsae_lib.interpret.contexts import driving_items, top_contexts
-from seqsae_lib.interpret.effects import promoted_items
-from seqsae_lib.interpret.profiles import (
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.interpret import driving_items, top_contexts
+from seqsae_lib.interpret import promoted_items
+from seqsae_lib.interpret import (
     PROFILE_COLUMNS, category_profile, decade_profile, genre_profile, popularity_profile, user_profile,
 )
-from seqsae_lib.interpret.stats import feature_stats, latent_activations
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.model.sasrec import SASRec
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.interpret import feature_stats, latent_activations
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.model import SASRec
+from seqsae_lib.data import SequenceData
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Children's")
 
@@ -238,10 +238,10 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     seqs = [rng.integers(1, 21, size=int(rng.integers(2, 7))) for _ in range(12)]
     fd = promoted_items(model, sae, 5, capture_point="block_0", n=20, sequences=seqs, alpha=1e-3, n_states=12)
     assert fd.attrs["method"] == "finite-difference"
-    from seqsae_lib.data.batching import left_pad
+    from seqsae_lib.data import left_pad
 
     ids = left_pad(seqs, 6)
-    from seqsae_lib.model.capture import record
+    from seqsae_lib.model import record
 
     with record(model, "block_0") as rec:
         model(ids)
@@ -335,12 +335,12 @@ def test_decade_popularity_user_profiles():
 
 def test_end_to_end_on_synthetic_pipeline():
     """The real pipeline objects: synthetic data -> sequences -> split -> SASRec states -> SAE codes."""
-    from seqsae_lib.sae.activations import collect_activations
-    from seqsae_lib.interpret.labels import auto_label
-    from seqsae_lib.interpret.unit_scores import genre_matrices, monosemanticity_scores
-    from seqsae_lib.interpret.unit_types import planted_recovery
-    from seqsae_lib.data.sequences import leave_one_out, make_sequences
-    from seqsae_lib.data.synthetic import make_synthetic
+    from seqsae_lib.sae import collect_activations
+    from seqsae_lib.interpret import auto_label
+    from seqsae_lib.interpret import genre_matrices, monosemanticity_scores
+    from seqsae_lib.interpret import planted_recovery
+    from seqsae_lib.data import leave_one_out, make_sequences
+    from seqsae_lib.data import make_synthetic
 
     data = make_sequences(make_synthetic(num_users=40, num_items=120, num_topics=4, min_length=8, max_length=25, seed=0))
     split = leave_one_out(data)

@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import collect_activations
-from seqsae_lib.model.capture import record
-from seqsae_lib.model.evaluation import evaluate
-from seqsae_lib.sae.fidelity import (
+from seqsae_lib.sae import collect_activations
+from seqsae_lib.model import record
+from seqsae_lib.model import evaluate
+from seqsae_lib.sae import (
     FIDELITY_CONDITIONS,
     FidelityResult,
     downstream_fidelity,
     fidelity_per_user,
     next_item_cross_entropy,
 )
-from seqsae_lib.sae.splice import splice
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.sae import splice
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.model import SASRec, UnknownCapturePointError
 
 D = 16
 MAX_LEN = 12

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqsae_lib.interpret.profiles import PROFILE_COLUMNS, category_profile
-from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
+from seqsae_lib.interpret import PROFILE_COLUMNS, category_profile
+from seqsae_lib.interpret import DEAD, NO_PROFILE, auto_label, evidence_table
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Children's"]
 

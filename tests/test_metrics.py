@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, hr_at_k, mrr_at_k, ndcg_at_k
+from seqsae_lib.model import coverage_at_k, hit_rate_at_k, hr_at_k, mrr_at_k, ndcg_at_k
 
 
 def test_ndcg_hand_values():

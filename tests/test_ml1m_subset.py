@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.data.sources import resolve_subset_source
+from seqsae_lib.data import resolve_subset_source
 
 PREFIX_SHA256 = "1273c4edfe3c0ff9e3a0a0d55819faeb947da0ad7df3927333b51ebefbeedc3d"
 

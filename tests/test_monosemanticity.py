@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.interpret.auc import auc_matrix
-from seqsae_lib.interpret.codes import LatentCodes
-from seqsae_lib.interpret.stats import latent_activations
-from seqsae_lib.interpret.unit_scores import js_divergence, monosemanticity_scores
-from seqsae_lib.interpret.unit_types import (
+from seqsae_lib.interpret import auc_matrix
+from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.interpret import latent_activations
+from seqsae_lib.interpret import js_divergence, monosemanticity_scores
+from seqsae_lib.interpret import (
     bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_units, planted_recovery, random_rotation_units,
     sae_units, untrained_sae_units,
 )
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 
 
 def genres(n: int = 5000, g: int = 5, seed: int = 0) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder, is_dead
-from seqsae_lib.sae.metrics import (
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder, is_dead
+from seqsae_lib.sae import (
     cosine_similarity,
     dead_fraction,
     dense_fraction,

@@ -12,11 +12,11 @@ import pytest
 import pandas as pd
 import torch
 
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.sae.metrics import evaluate_reconstruction
-from seqsae_lib.sae.toy import atom_recovery, sparse_dictionary_data
-from seqsae_lib.sae.training import train_sae, train_sae_grid
-from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae import evaluate_reconstruction
+from seqsae_lib.sae import atom_recovery, sparse_dictionary_data
+from seqsae_lib.sae import train_sae, train_sae_grid
+from seqsae_lib.sae import SAEHistory, SAETrainConfig, lr_factor
 
 D, N_ATOMS, N = 32, 128, 20_000
 
@@ -197,7 +197,7 @@ def test_grid_returns_the_saes_it_measured(atoms_data):
 
 
 def test_training_on_a_store_records_its_capture_point(tiny_split, train_tiny_sasrec):
-    from seqsae_lib.sae.activations import collect_activations
+    from seqsae_lib.sae import collect_activations
 
     model = train_tiny_sasrec(tiny_split, epochs=1)
     store = collect_activations(model, tiny_split.train, "block_0", progress=False)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.model.config import SASRecConfig
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
+from seqsae_lib.model import SASRecConfig
+from seqsae_lib.model import SASRec, UnknownCapturePointError
 
 NUM_ITEMS = 30
 
@@ -160,7 +160,7 @@ def test_config_roundtrip_and_validation():
 def test_embedding_scale_option():
     m = small_model(scale_embeddings=True, dropout=0.0)
     ids = torch.tensor([[0, 2]])
-    from seqsae_lib.model.capture import record
+    from seqsae_lib.model import record
 
     with record(m, "embed") as rec:
         m(ids)

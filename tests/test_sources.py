@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.data.sources import DatasetSpec, fetch_archive, resolve_source, resolve_subset_source
+from seqsae_lib.data import DatasetSpec, resolve_source, resolve_subset_source
+from seqsae_lib.data.cache import fetch_archive
 
 
 def _zip_ml100k(data_dir: Path, out: Path) -> bytes:

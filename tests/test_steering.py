@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.model.capture import record
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering.edits import OPS, LatentEdit, preactivation_std
-from seqsae_lib.steering.latent_steering import Steering
-from seqsae_lib.steering.scoring import SteeringCache, cached_last_state, scores_from_state, steer, steered_scores
-from seqsae_lib.steering.vector_steering import VectorSteering
+from seqsae_lib.model import record
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.steering import OPS, LatentEdit, preactivation_std
+from seqsae_lib.steering import Steering
+from seqsae_lib.steering import SteeringCache, cached_last_state, scores_from_state, steer, steered_scores
+from seqsae_lib.steering import VectorSteering
 
 D = 16
 MAX_LEN = 12

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae.activations import ActivationStore, collect_activations
-from seqsae_lib.steering.catalogue_concepts import genre_concept
-from seqsae_lib.steering.concepts import Concept, UnknownConceptError
-from seqsae_lib.model.evaluation import evaluate
-from seqsae_lib.interpret.features import latent_activations
-from seqsae_lib.model.metrics import coverage_at_k
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.model.sasrec import SASRec, UnknownCapturePointError
-from seqsae_lib.steering.baselines import (
+from seqsae_lib.sae import ActivationStore, collect_activations
+from seqsae_lib.steering import genre_concept
+from seqsae_lib.steering import Concept, UnknownConceptError
+from seqsae_lib.model import evaluate
+from seqsae_lib.interpret import latent_activations
+from seqsae_lib.model import coverage_at_k
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.steering import (
     Rerank,
     hidden_dim_baseline,
     mean_difference_baseline,
@@ -26,11 +26,11 @@ from seqsae_lib.steering.baselines import (
     sae_method,
     steering_methods,
 )
-from seqsae_lib.steering.evaluation import GRID_COLUMNS, SteeringEvaluator, evaluate_methods, evaluate_steering
-from seqsae_lib.steering.latent_steering import Steering
-from seqsae_lib.steering.scoring import steered_scores
-from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
-from seqsae_lib.steering.vector_steering import VectorSteering
+from seqsae_lib.steering import GRID_COLUMNS, SteeringEvaluator, evaluate_methods, evaluate_steering
+from seqsae_lib.steering import Steering
+from seqsae_lib.steering import steered_scores
+from seqsae_lib.steering import gini, jaccard_at_k, pareto_front, share_at_equal_cost
+from seqsae_lib.steering import VectorSteering
 
 D = 16
 MAX_LEN = 12

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.data.batching import left_pad
-from seqsae_lib.model.evaluation import evaluate
+from seqsae_lib.data import left_pad
+from seqsae_lib.model import evaluate
 from seqsae_lib.utils.runtime import set_seed
-from seqsae_lib.model.sasrec import SASRec
-from seqsae_lib.model.training import History, TrainConfig, sequence_loss, train_sasrec
+from seqsae_lib.model import SASRec
+from seqsae_lib.model import History, TrainConfig, sequence_loss, train_sasrec
 
 
 @dataclass(frozen=True)

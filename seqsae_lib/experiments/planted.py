@@ -19,20 +19,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqsae_lib.sae.activations import ActivationStore, collect_activations
-from seqsae_lib.model.evaluation import evaluate
-from seqsae_lib.interpret.features import LatentCodes, latent_activations
-from seqsae_lib.interpret.monosemanticity import (
+from seqsae_lib.sae import ActivationStore, collect_activations
+from seqsae_lib.model import evaluate
+from seqsae_lib.interpret import LatentCodes, latent_activations
+from seqsae_lib.interpret import (
     genre_matrices, hidden_dim_units, monosemanticity_scores, pca_units, planted_recovery, random_rotation_units,
     untrained_sae_units,
 )
 from seqsae_lib.utils.runtime import set_seed, set_threads
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
-from seqsae_lib.sae.training import SAETrainConfig, train_sae
-from seqsae_lib.model.sasrec import SASRec
-from seqsae_lib.data.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
-from seqsae_lib.data.synthetic import make_synthetic
-from seqsae_lib.model.training import TrainConfig, train_sasrec
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae import SAETrainConfig, train_sae
+from seqsae_lib.model import SASRec
+from seqsae_lib.data import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
+from seqsae_lib.data import make_synthetic
+from seqsae_lib.model import TrainConfig, train_sasrec
 
 __all__ = ["PlantedExperiment", "planted_topic_experiment"]
 

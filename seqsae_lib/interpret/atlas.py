@@ -26,7 +26,7 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.codes import LatentCodes
 from seqsae_lib.interpret.contexts import driving_items, top_contexts
 from seqsae_lib.interpret.effects import latent_item_effects, rank_item_effects
@@ -34,9 +34,9 @@ from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label
 from seqsae_lib.interpret.profiles import decade_profile, genre_profile, popularity_profile, user_profile
 from seqsae_lib.interpret.stats import feature_stats, latent_activations
 from seqsae_lib.interpret.unit_scores import genre_matrices, monosemanticity_scores
-from seqsae_lib.model.capture import check_model
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.model import check_model
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = ["FeatureAtlas", "FeatureCard", "build_atlas"]

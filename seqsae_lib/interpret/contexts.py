@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.codes import LatentCodes, latent_column
 from seqsae_lib.interpret.positions import Which, check_aligned, check_store_items, item_titles, position_items
-from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.sae import ActivationStore
 from seqsae_lib.utils.checks import check_int
 
 __all__ = ["driving_items", "top_contexts"]

@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.data.batching import left_pad, trim_left_padding
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import left_pad, trim_left_padding
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.positions import item_titles
-from seqsae_lib.model.capture import check_model, record
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.model import check_model, record
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.utils.checks import check_choice, check_float, check_int, latent_ids
 from seqsae_lib.utils.torchutils import eval_mode
 

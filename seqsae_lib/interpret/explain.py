@@ -36,10 +36,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.data.batching import check_history, check_sequences, left_pad, seen_mask, trim_left_padding
-from seqsae_lib.data.sequences import SequenceData
-from seqsae_lib.model.capture import check_model, record
-from seqsae_lib.sae.autoencoder import SparseAutoencoder, check_sae_matches_model
+from seqsae_lib.data import check_history, check_sequences, left_pad, seen_mask, trim_left_padding
+from seqsae_lib.data import SequenceData
+from seqsae_lib.model import check_model, record
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.utils.checks import check_int
 
 __all__ = ["Explanation", "explain_final", "explain_top_k", "explain_inner", "rank_agreement",

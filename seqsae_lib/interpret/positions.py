@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.codes import n_rows
-from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.sae import ActivationStore
 from seqsae_lib.utils.checks import check_choice
 
 __all__ = ["Which", "check_aligned", "check_store_items", "item_titles", "position_items"]

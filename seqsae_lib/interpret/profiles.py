@@ -38,10 +38,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.codes import LatentCodes, column_entries
 from seqsae_lib.interpret.positions import Which, check_aligned, check_store_items, position_items
-from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.sae import ActivationStore
 
 __all__ = [
     "AGE_BUCKETS",

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from seqsae_lib.interpret.codes import LatentCodes, column_entries, dense_matrix
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.utils.checks import check_int
 from seqsae_lib.utils.torchutils import eval_mode
 

@@ -65,10 +65,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.auc import UnitRanks, auc_from_ranks, check_labels, check_mask, unit_ranks
 from seqsae_lib.interpret.codes import ColumnEntries, UnitActs, column_entries, dense_matrix, n_rows
-from seqsae_lib.sae.activations import ActivationStore
+from seqsae_lib.sae import ActivationStore
 from seqsae_lib.utils.checks import check_int
 
 __all__ = ["SCORE_COLUMNS", "genre_matrices", "js_divergence", "monosemanticity_scores"]

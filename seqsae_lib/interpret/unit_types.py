@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret.auc import auc_matrix
 from seqsae_lib.interpret.codes import LatentCodes, UnitActs, dense_matrix, n_rows
 from seqsae_lib.interpret.stats import latent_activations
 from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, monosemanticity_scores
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.utils.checks import check_int
 
 __all__ = [

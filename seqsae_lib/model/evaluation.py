@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.batching import EvalBatch, check_sequences, iter_eval_batches
+from seqsae_lib.data import EvalBatch, check_sequences, iter_eval_batches
 from seqsae_lib.model.metrics import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
 
 from seqsae_lib.utils.checks import check_int

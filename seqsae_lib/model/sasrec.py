@@ -31,9 +31,6 @@ from seqsae_lib.model.layers import HookPoint, TransformerBlock
 __all__ = [
     "SASRec",
     "UnknownCapturePointError",
-    # from seqsae_lib.model.config and .layers, used here and importable from here as before the split
-    "SASRecConfig",
-    "HookPoint",
 ]
 
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.batching import NextItemDataset, SplitLike, make_train_loader, trim_left_padding
+from seqsae_lib.data import NextItemDataset, make_train_loader, trim_left_padding
+from seqsae_lib.data.batching import SplitLike
 from seqsae_lib.model.evaluation import evaluate
 from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.model.sasrec import SASRec

@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.batching import check_sequences, left_pad, trim_left_padding
-from seqsae_lib.model.capture import check_model, record
+from seqsae_lib.data import check_sequences, left_pad, trim_left_padding
+from seqsae_lib.model import check_model, record
 from seqsae_lib.sae.store import ActivationStore
 from seqsae_lib.utils.checks import check_int
 from seqsae_lib.utils.torchutils import eval_mode

@@ -37,14 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqsae_lib.sae import normalization
+from seqsae_lib.sae.config import SAEConfig
 from seqsae_lib.sae.inputs import check_vectors
 from seqsae_lib.sae.io import load_sae, save_sae
 from seqsae_lib.sae.sparsity import SparseCode, batchtopk_codes, threshold_codes, topk_codes
 
-# Names that lived here before the split, importable from here while the rest of the library moves to
-# ``seqsae_lib.sae`` (the subpackage re-exports them all).
-from seqsae_lib.sae.config import DEFAULT_DEAD_AFTER, SAE_KINDS, SAEConfig, is_dead  # noqa: F401
-from seqsae_lib.sae.io import SAEFileError, SAEMetadataMismatchError, check_sae_matches_model, sae_paths  # noqa: F401
 
 __all__ = ["SAEOutput", "SparseAutoencoder"]
 

@@ -40,11 +40,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from seqsae_lib.data.batching import check_sequences, iter_eval_batches
-from seqsae_lib.model.capture import check_model
-from seqsae_lib.model.evaluation import EvalResult, evaluate
+from seqsae_lib.data import check_sequences, iter_eval_batches
+from seqsae_lib.model import check_model
+from seqsae_lib.model import EvalResult, evaluate
 from seqsae_lib.sae.autoencoder import SparseAutoencoder
-from seqsae_lib.sae.splice import SPLICE_MODES, check_mean, check_sae_width, resolve_capture_point, splice
+from seqsae_lib.sae.splice import check_mean, check_sae_width, resolve_capture_point, splice
 from seqsae_lib.utils.checks import check_choice, check_int
 from seqsae_lib.utils.torchutils import eval_mode
 
@@ -55,9 +55,6 @@ __all__ = [
     "FidelityResult",
     "FidelityDetails",
     "fidelity_per_user",
-    # from seqsae_lib.sae.splice, used here and importable from here as before the split
-    "SPLICE_MODES",
-    "splice",
 ]
 
 FIDELITY_CONDITIONS: dict[str, str | None] = {

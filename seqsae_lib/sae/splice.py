@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.model.capture import check_model, intervene
+from seqsae_lib.model import check_model, intervene
 from seqsae_lib.sae.autoencoder import SparseAutoencoder
 from seqsae_lib.utils.checks import check_choice
 from seqsae_lib.utils.torchutils import eval_mode

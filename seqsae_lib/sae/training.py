@@ -30,8 +30,6 @@ from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
 
 __all__ = [
     "train_sae", "train_sae_grid",
-    # from seqsae_lib.sae.training_config, used here and importable from here as before the split
-    "SAETrainConfig", "SAEHistory", "lr_factor",
 ]
 
 

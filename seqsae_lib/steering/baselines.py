@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from seqsae_lib.interpret.features import LatentCodes
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.concepts import Concept, check_concept
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.selection import concept_steering

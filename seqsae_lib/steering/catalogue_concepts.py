@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from seqsae_lib.data.sequences import SequenceData
+from seqsae_lib.data import SequenceData
 from seqsae_lib.steering.concepts import Concept, UnknownConceptError
 from seqsae_lib.utils.checks import check_float, check_int
 

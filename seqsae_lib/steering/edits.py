@@ -58,8 +58,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.utils.checks import check_float, check_int
 from seqsae_lib.utils.torchutils import eval_mode
 

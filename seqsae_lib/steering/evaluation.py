@@ -51,11 +51,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.data.batching import check_sequences, iter_eval_batches
-from seqsae_lib.data.sequences import SequenceData
-from seqsae_lib.model.capture import check_model
-from seqsae_lib.model.evaluation import EvalResult, evaluate_scored_batches
-from seqsae_lib.model.metrics import ndcg_at_k
+from seqsae_lib.data import check_sequences, iter_eval_batches
+from seqsae_lib.data import SequenceData
+from seqsae_lib.model import check_model
+from seqsae_lib.model import EvalResult
+from seqsae_lib.model.evaluation import evaluate_scored_batches
+from seqsae_lib.model import ndcg_at_k
 from seqsae_lib.steering.baselines import Rerank
 from seqsae_lib.steering.catalogue_concepts import get_concept
 from seqsae_lib.steering.concepts import Concept, check_concept

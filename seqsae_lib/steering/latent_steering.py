@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.edits import POSITIONS, LatentEdit, Positions, add_vector, edit_delta
 from seqsae_lib.utils.checks import check_choice, latent_ids
 

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seqsae_lib.data.batching import check_sequences, left_pad, seen_mask
-from seqsae_lib.data.sequences import SequenceData
-from seqsae_lib.interpret.explain import Explanation, explain_final
-from seqsae_lib.sae.autoencoder import SparseAutoencoder, check_sae_matches_model
+from seqsae_lib.data import check_sequences, left_pad, seen_mask
+from seqsae_lib.data import SequenceData
+from seqsae_lib.interpret import Explanation, explain_final
+from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.steering.catalogue_concepts import get_concept
 from seqsae_lib.steering.concepts import Concept
 from seqsae_lib.steering.latent_steering import Steering

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqsae_lib.data.batching import trim_left_padding
-from seqsae_lib.model.capture import check_model, intervene, record
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.data import trim_left_padding
+from seqsae_lib.model import check_model, intervene, record
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
 from seqsae_lib.utils.torchutils import eval_mode

@@ -13,7 +13,7 @@ Steering a latent has two sides, and the rule uses both:
 * **read side (correlational, filters)**: where the latent fires. Given the SAE's codes on an
   :class:`~seqsae_lib.sae.activations.ActivationStore`, ``lift_j`` is the activation-weighted mean concept
   weight of the *next* item at the positions where latent ``j`` fires, divided by the same mean over all
-  positions (the lift of :mod:`seqsae_lib.interpret.features` for a soft category). Latents that fire fewer than
+  positions (the lift of :mod:`seqsae_lib.interpret.profiles` for a soft category). Latents that fire fewer than
   ``min_fires`` times (dead or too rare to trust) or whose lift is below ``min_lift`` (default 1: the
   latent must at least not be *anti*-associated with the concept) are not candidates.
 
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from seqsae_lib.interpret.features import LatentCodes
-from seqsae_lib.sae.activations import ActivationStore
-from seqsae_lib.sae.autoencoder import SparseAutoencoder
+from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.sae import ActivationStore
+from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.concepts import Concept, check_concept
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.promotion import latent_promotion
@@ -137,7 +137,7 @@ def select_latents(
     capture_point : str, optional
         Only for an SAE that records no capture point; else it must equal the SAE's.
     codes : LatentCodes or dense (n, d_sae), optional
-        The SAE's codes on ``store`` (:func:`seqsae_lib.interpret.features.latent_activations`). With ``store``,
+        The SAE's codes on ``store`` (:func:`seqsae_lib.interpret.stats.latent_activations`). With ``store``,
         enables the read-side filter and fills ``lift``, ``share``, ``n_fires``.
     store : ActivationStore, optional
         States at the SAE's capture point with their next items (e.g. collected with

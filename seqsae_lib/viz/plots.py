@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from seqsae_lib.interpret.atlas import FeatureCard
-    from seqsae_lib.interpret.explain import Explanation
+    from seqsae_lib.interpret import FeatureCard
+    from seqsae_lib.interpret import Explanation
 
-    from seqsae_lib.data.sequences import LeaveOneOutSplit, SequenceData
+    from seqsae_lib.data import LeaveOneOutSplit, SequenceData
 
 __all__ = [
     "plot_sequence_lengths",
@@ -328,7 +328,9 @@ def plot_steering_tradeoff(results: "dict[str, pd.DataFrame]", ax: "Axes | None"
         rows = table.sort_values("strength", key=np.abs)
         ax.plot(rows[f"NDCG@{k}"], rows[column], marker="o", markersize=3, label=name)
         if column == f"share@{k}":
-            base_x, base_y = table.attrs.get("reference_NDCG"), table.attrs.get("reference_share")
+            if f"reference_share@{k}" in table and len(table):
+                base_x = float(table[f"reference_NDCG@{k}"].iloc[0])
+                base_y = float(table[f"reference_share@{k}"].iloc[0])
         else:  # the unsteered point is the row at strength 0, when the grid has one
             zero = table[table["strength"] == 0]
             if len(zero):
@@ -337,7 +339,8 @@ def plot_steering_tradeoff(results: "dict[str, pd.DataFrame]", ax: "Axes | None"
         ax.plot(base_x, base_y, marker="*", color="black", markersize=12, linestyle="none", label="unsteered")
     ax.set_xlabel(f"NDCG@{k} on the held-out item (higher is better)")
     ax.set_ylabel(f"concept share of the top-{k}" if column == f"share@{k}" else _METRIC_LABELS.get(metric, column))
-    ax.set_title(title or f"Steering towards {first.attrs.get('concept', 'the concept')}")
+    concept = str(first["concept"].iloc[0]) if "concept" in first and len(first) else "the concept"
+    ax.set_title(title or f"Steering towards {concept}")
     ax.legend(frameon=False, fontsize=8)
     return ax
 

@@ -12,8 +12,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from seqsae_lib.interpret.atlas import FeatureAtlas
-    from seqsae_lib.steering.live import LiveSteering, Recommendations
+    from seqsae_lib.interpret import FeatureAtlas
+    from seqsae_lib.steering import LiveSteering, Recommendations
 
 __all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
 

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seqsae_lib.model.checkpoints import load_checkpoint
-from seqsae_lib.model.sasrec import SASRec
-from seqsae_lib.model.training import History, TrainConfig, train_sasrec
+from seqsae_lib.model import load_checkpoint
+from seqsae_lib.model import SASRec
+from seqsae_lib.model import History, TrainConfig, train_sasrec
 
 __all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
@@ -180,7 +180,7 @@ def training_activations(model: SASRec, split: Any, capture_point: str, *, progr
     ``max_len`` items), so the last position's next item is the validation target; test targets are
     never seen.
     """
-    from seqsae_lib.sae.activations import collect_activations
+    from seqsae_lib.sae import collect_activations
 
     return collect_activations(model, split.train, capture_point, next_items=split.valid_targets,
                                fingerprint=split.fingerprint, progress=progress)
@@ -192,7 +192,8 @@ def sasrec_weights_sha256(name: str = SASREC_ML100K.name) -> str:
     Introduced in chapter 3 (``chapters/03_sae.ipynb``). An SAE records the hash of the model it was
     trained on, so a retrained SASRec cannot silently be paired with an SAE made for the old one.
     """
-    from seqsae_lib.model.checkpoints import FORMAT, FORMAT_VERSION, CheckpointError
+    from seqsae_lib.model.checkpoints import FORMAT, FORMAT_VERSION
+    from seqsae_lib.model import CheckpointError
     from seqsae_lib.utils.fileio import load_meta
 
     meta, _, _ = load_meta(pretrained_stem(name), fmt=FORMAT, version=FORMAT_VERSION, required=(),
@@ -221,7 +222,7 @@ def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" 
         Missing or truncated files, or metadata that does not match (which key, which values), e.g. an
         SAE trained on another version of the shipped SASRec (its weights hash differs).
     """
-    from seqsae_lib.sae.autoencoder import SparseAutoencoder
+    from seqsae_lib.sae import SparseAutoencoder
 
     recipe = recipe or SAE_ML100K_FINAL
     sae = SparseAutoencoder.load(pretrained_stem(recipe.name), expected=sae_provenance(recipe, fingerprint))
@@ -245,8 +246,8 @@ def shipped_pipeline(
         SASRec in eval mode, the SAE in eval mode, and :func:`training_activations` at the SAE's capture
         point.
     """
-    from seqsae_lib.sae.autoencoder import SAEConfig
-    from seqsae_lib.sae.training import SAETrainConfig, train_sae
+    from seqsae_lib.sae import SAEConfig
+    from seqsae_lib.sae import SAETrainConfig, train_sae
 
     recipe = recipe or SAE_ML100K_FINAL
     if retrain:
