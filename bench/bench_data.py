@@ -39,13 +39,13 @@ def bench(name: str) -> None:
 if __name__ == "__main__":
     bench("ml-100k")
     try:
-        sl.resolve_source("ml-1m", download=False)
+        sl.data.resolve_source("ml-1m", download=False)
     except sl.DataSourceError as err:
         print(f"ml-1m: skipped ({err})")
     else:
         bench("ml-1m")
     try:
-        sl.resolve_subset_source("ml-1m-u2999", download=False)
+        sl.data.resolve_subset_source("ml-1m-u2999", download=False)
     except sl.DataSourceError as err:
         print(f"ml-1m-u2999: skipped ({err})")
     else:

@@ -36,7 +36,7 @@ def main() -> None:
     data = sl.make_sequences(sl.load_movielens("ml-100k"))
     split = sl.leave_one_out(data)
     model, sae, store = shipped_pipeline(split)
-    codes = sl.latent_activations(sae, store)
+    codes = sl.interpret.latent_activations(sae, store)
     concepts = ["Comedy", "Horror", "Film-Noir", "1970s", "popular"]
     start = time.perf_counter()
     chosen = {c: sl.select_latents(sl.steering.concepts.get_concept(data, c), sae, model, "final", codes=codes, store=store)

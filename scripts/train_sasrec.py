@@ -104,7 +104,7 @@ def main() -> None:
         for key, value in recorded_overrides.items():
             command += ["--" + key.replace("_", "-"), str(value)]
         extra = {"overrides": recorded_overrides} if recorded_overrides else {}
-        sl.save_checkpoint(
+        sl.model.save_checkpoint(
             model, stem, fingerprint=split.fingerprint,
             metrics={"valid": run["valid"], "test": run["test"]},
             extra={"recipe": recipe.to_dict(), "seed": run["seed"], "best_epoch": run["best_epoch"],

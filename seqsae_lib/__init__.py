@@ -1,63 +1,89 @@
 """seqsae_lib: sparse autoencoders for transformer sequential recommenders.
 
-The library behind the book *Sparse Autoencoders for Sequential Recommenders*. Data flows one way:
-data -> model -> activations -> SAE -> interpretation -> steering -> plots/widgets. Everything a chapter
-uses is importable from the top level (``import seqsae_lib as sl``).
+The library behind the book *Sparse Autoencoders for Sequential Recommenders*. Its subpackages are its parts,
+and data flows one way through them: :mod:`~seqsae_lib.data` -> :mod:`~seqsae_lib.model` ->
+:mod:`~seqsae_lib.sae` -> :mod:`~seqsae_lib.interpret` -> :mod:`~seqsae_lib.steering` -> :mod:`~seqsae_lib.viz`
+(and :mod:`~seqsae_lib.experiments`, the shipped recipes), with :mod:`~seqsae_lib.utils` below them all.
+
+The top level is the curriculum: exactly the names the chapters use (``import seqsae_lib as sl``; ``sl.widgets``
+is imported on first use). Everything else lives in the subpackages.
 """
 
-from seqsae_lib.data import (
-    DATASETS, SUBSETS, DataSource, DataSourceError, DatasetSpec, SubsetSource, SubsetSpec, resolve_source,
-    resolve_subset_source,
-)
-from seqsae_lib.data import PlantedTopics, RatingsData, load_movielens
-from seqsae_lib.data import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
-from seqsae_lib.data import make_synthetic
-from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
-from seqsae_lib.utils.reporting import KeyFigureMismatchError, key_figures
-from seqsae_lib.data import NextItemDataset, left_pad, make_train_loader
-from seqsae_lib.model import SASRec, SASRecConfig, UnknownCapturePointError
-from seqsae_lib.model import Recording, intervene, record
-from seqsae_lib.model import coverage_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k
-from seqsae_lib.model import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.model import History, TrainConfig, train_sasrec
-from seqsae_lib.model import CheckpointError, FingerprintMismatchError, load_checkpoint, save_checkpoint
-from seqsae_lib.sae import ActivationFileError, ActivationStore
-from seqsae_lib.sae import collect_activations
-from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SAEOutput, SparseAutoencoder, is_dead
-from seqsae_lib.sae import SAEHistory, SAETrainConfig, train_sae, train_sae_grid
-from seqsae_lib.sae import (
-    DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
-    feature_density, fvu, l0,
-)
-from seqsae_lib.sae import FidelityDetails, downstream_fidelity, fidelity_per_user, next_item_cross_entropy, splice
-from seqsae_lib.interpret import LatentCodes
-from seqsae_lib.interpret import top_contexts
-from seqsae_lib.interpret import promoted_items
-from seqsae_lib.interpret import feature_stats, latent_activations
-from seqsae_lib.interpret import auto_label
-from seqsae_lib.interpret import monosemanticity_scores
-from seqsae_lib.interpret import compare_unit_types, planted_recovery, score_unit_types
-from seqsae_lib.interpret import FeatureAtlas, FeatureCard, build_atlas
-from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment
-from seqsae_lib.steering import LatentEdit, preactivation_std
-from seqsae_lib.steering import Steering
-from seqsae_lib.steering import VectorSteering
-from seqsae_lib.steering import SteeringCache, steer, steered_scores
-from seqsae_lib.steering import Concept
-from seqsae_lib.steering import decade_concept, genre_concept, popularity_concept
-from seqsae_lib.steering import concept_steering, select_latents
-from seqsae_lib.steering import evaluate_steering
-from seqsae_lib.steering import pareto_front, share_at_equal_cost
-from seqsae_lib.interpret import Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k
-from seqsae_lib.steering import LiveSteering, Recommendations, before_after_grid
-from seqsae_lib.sae import atom_recovery, sparse_dictionary_data
 from seqsae_lib import data, experiments, interpret, model, sae, steering, utils, viz
-from seqsae_lib.experiments import pretrained
-from seqsae_lib.viz.plots import (
-    plot_density_histogram, plot_explanation, plot_feature_card, plot_genre_counts, plot_planted_recovery, plot_sae_frontier,
-    plot_sae_training, plot_sequence_lengths, plot_split, plot_steering_tradeoff, plot_topic_transitions,
-    plot_unit_type_comparison,
+
+# utilities
+from seqsae_lib.utils import (
+    key_figures, resolve_device, set_seed, set_threads,
 )
+
+# data (chapter 1)
+from seqsae_lib.data import (
+    DATASETS, DataSourceError, EXPECTED_COUNTS, NextItemDataset, leave_one_out, left_pad, load_movielens,
+    make_sequences, make_synthetic, make_train_loader,
+)
+
+# the model: SASRec, training, evaluation (chapter 2)
+from seqsae_lib.model import (
+    FingerprintMismatchError, MostPopularScorer, RandomScorer, SASRec, TrainConfig, TransformerBlock,
+    UnknownCapturePointError, evaluate, fingerprint_differences, intervene, record, sequence_loss,
+    train_sasrec,
+)
+
+# sparse autoencoders (chapter 3)
+from seqsae_lib.sae import (
+    SAEConfig, SAETrainConfig, SparseAutoencoder, atom_recovery, collect_activations, density_histogram,
+    downstream_fidelity, evaluate_reconstruction, fidelity_per_user, sparse_dictionary_data, splice,
+    train_sae, train_sae_grid,
+)
+
+# reading the features (chapters 4 and 5)
+from seqsae_lib.interpret import (
+    DEAD, NO_PROFILE, build_atlas, compare_unit_types, counterfactual_check, explain_final, explain_inner,
+    explain_top_k, explanations_table, monosemanticity_scores, rank_agreement, score_unit_types,
+)
+
+# steering (chapter 5)
+from seqsae_lib.steering import (
+    LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, combine, concept_steering,
+    evaluate_methods, evaluate_steering, get_concept, popularity_concept, preactivation_std,
+    random_latent_baseline, rerank_baseline, sae_method, select_latents, share_at_equal_cost, steer,
+    steered_scores, steering_methods,
+)
+
+# figures
+from seqsae_lib.viz import (
+    plot_density_histogram, plot_explanation, plot_feature_card, plot_genre_counts, plot_planted_recovery,
+    plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split, plot_steering_tradeoff,
+    plot_topic_transitions, plot_unit_type_comparison,
+)
+
+# shipped recipes and experiments
+from seqsae_lib.experiments import (
+    SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sae, load_pretrained_sasrec, planted_topic_experiment,
+    pretrained_stem, shipped_pipeline, train_from_recipe, training_activations,
+)
+
+__all__ = [
+    "DATASETS", "DEAD", "DataSourceError", "EXPECTED_COUNTS", "FingerprintMismatchError", "LiveSteering",
+    "MostPopularScorer", "NO_PROFILE", "NextItemDataset", "RandomScorer", "SAEConfig", "SAETrainConfig",
+    "SAE_ML100K_FINAL", "SASREC_ML100K", "SASRec", "SparseAutoencoder", "Steering", "SteeringCache",
+    "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
+    "before_after_grid", "build_atlas", "collect_activations", "combine", "compare_unit_types",
+    "concept_steering", "counterfactual_check", "density_histogram", "downstream_fidelity", "evaluate",
+    "evaluate_methods", "evaluate_reconstruction", "evaluate_steering", "explain_final", "explain_inner",
+    "explain_top_k", "explanations_table", "fidelity_per_user", "fingerprint_differences", "get_concept",
+    "intervene", "key_figures", "leave_one_out", "left_pad", "load_movielens", "load_pretrained_sae",
+    "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader",
+    "monosemanticity_scores", "planted_topic_experiment", "plot_density_histogram", "plot_explanation",
+    "plot_feature_card", "plot_genre_counts", "plot_planted_recovery", "plot_sae_frontier",
+    "plot_sae_training", "plot_sequence_lengths", "plot_split", "plot_steering_tradeoff",
+    "plot_topic_transitions", "plot_unit_type_comparison", "popularity_concept", "preactivation_std",
+    "pretrained_stem", "random_latent_baseline", "rank_agreement", "record", "rerank_baseline",
+    "resolve_device", "sae_method", "score_unit_types", "select_latents", "sequence_loss", "set_seed",
+    "set_threads", "share_at_equal_cost", "shipped_pipeline", "sparse_dictionary_data", "splice", "steer",
+    "steered_scores", "steering_methods", "train_from_recipe", "train_sae", "train_sae_grid", "train_sasrec",
+    "training_activations", "widgets",
+]
 
 __version__ = "0.1.0"
 

@@ -115,7 +115,7 @@ def test_planted_experiment_runs_and_counts(tmp_path):
     assert table.loc["SAE", "units"] == 32 and table.loc["hidden dims", "units"] == 16  # both signs of 8 dims
     # The recovery is recomputed the same way by the public function.
     topic = exp.seq_data.item_topic[exp.store.next_item]
-    again = sl.planted_recovery(exp.codes, topic, 0.9, n_topics=4)
+    again = sl.interpret.planted_recovery(exp.codes, topic, 0.9, n_topics=4)
     assert again["n_recovered"] == table.loc["SAE", "topics recovered"]
     assert all(0 <= p <= 1 for rec in exp.recoveries.values() for p in rec["best_purity"])
     assert 0 <= exp.model_metrics["NDCG@10"] <= 1
@@ -178,8 +178,8 @@ def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_sp
     assert len(calls) == 1  # the finite differences run once for both ends
     options = dict(seq_data=tiny_seq, sequences=tiny_split.train, n_states=16,
                    alpha=float(atlas.stats.loc[j, "q90"]))
-    top = sl.promoted_items(model, sae, j, capture_point="block_0", n=4, **options)
-    low = sl.promoted_items(model, sae, j, capture_point="block_0", n=4, bottom=True, **options)
+    top = sl.interpret.promoted_items(model, sae, j, capture_point="block_0", n=4, **options)
+    low = sl.interpret.promoted_items(model, sae, j, capture_point="block_0", n=4, bottom=True, **options)
     assert card.promoted["item"].tolist() == top["item"].tolist()
     assert card.suppressed["item"].tolist() == low["item"].tolist()
     assert card.promoted.attrs["method"] == "finite-difference"

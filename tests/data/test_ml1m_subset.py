@@ -39,7 +39,7 @@ def _subset_layout(root: Path, data_dir: Path, text: bytes, fname: str = "rating
 
 
 def test_spec_and_counts_are_the_published_facts():
-    spec = sl.SUBSETS["ml-1m-u2999"]
+    spec = sl.data.SUBSETS["ml-1m-u2999"]
     assert spec.title == "MovieLens-1M, users 1–2,999 (487,650 ratings)"
     assert spec.parent == "ml-1m" and spec.max_user_id == 2_999 and spec.ratings_sha256 == PREFIX_SHA256
     counts = sl.data.movielens.EXPECTED_COUNTS["ml-1m-u2999"]
@@ -72,7 +72,7 @@ def test_uncompressed_prefix_loads_the_same(ml1m_u2999, prefix_text, data_dir, t
     assert resolve_subset_source("ml-1m-u2999", root / "ml-1m-first2999users").ratings.name == "ratings.dat"
 
 
-def _assert_same_sequences(a: sl.SequenceData, b: sl.SequenceData) -> None:
+def _assert_same_sequences(a: sl.data.SequenceData, b: sl.data.SequenceData) -> None:
     assert a.fingerprint() == b.fingerprint()
     assert len(a.sequences) == len(b.sequences)
     assert all(np.array_equal(x, y) for x, y in zip(a.sequences, b.sequences))

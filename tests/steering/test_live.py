@@ -122,7 +122,7 @@ def test_sae_made_for_another_sasrec_is_refused_on_construction(live, tiny_split
     other = copy.deepcopy(live.model)  # same width, other weights: used to be accepted silently
     with torch.no_grad():
         other.item_emb.weight.mul_(1.5)
-    with pytest.raises(sl.SAEMetadataMismatchError, match=r"trained on another SASRec.*load the SASRec checkpoint"):
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match=r"trained on another SASRec.*load the SASRec checkpoint"):
         sl.LiveSteering(other, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
     matching = sl.LiveSteering(live.model, sae, live.seq_data, tiny_split.test_inputs, {}, k=5)
     assert matching.recommend(0).table["item"].tolist() == live.recommend(0).table["item"].tolist()

@@ -159,11 +159,11 @@ def test_sae_made_for_another_sasrec_is_refused(parts, tmp_path):
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.item_emb.weight.mul_(1.5)
-    with pytest.raises(sl.SAEMetadataMismatchError, match=r"trained on another SASRec.*Retrain the SAE"):
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match=r"trained on another SASRec.*Retrain the SAE"):
         explain_final(other, sae, split.test_inputs[0], [1])
-    with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match="another SASRec"):
         explain_top_k(other, sae, split.test_inputs[0], k=3)
-    with pytest.raises(sl.SAEMetadataMismatchError, match="another SASRec"):
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match="another SASRec"):
         explain_inner(other, sae, split.test_inputs[0], 1, capture_point="final")
     # An SAE trained in memory records no SASRec: nothing to check, any same-width model is accepted.
     assert not saes["final"].metadata

@@ -78,7 +78,7 @@ def test_shipped_sae_refuses_another_capture_point(recipe_split):
 
     from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, load_pretrained_sae
 
-    with pytest.raises(sl.SAEMetadataMismatchError, match="capture_point"):
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match="capture_point"):
         load_pretrained_sae(recipe_split.fingerprint, replace(SAE_ML100K_FINAL, capture_point="block_0"))
 
 
@@ -96,8 +96,8 @@ def test_shipped_sae_refuses_a_retrained_sasrec(recipe_split, tmp_path, monkeypa
     model, meta = load_pretrained_sasrec(recipe_split.fingerprint)
     with torch.no_grad():
         model.item_emb.weight[1] += 0.01  # "retrained"
-    sl.save_checkpoint(model, tmp_path / SASREC_ML100K.name, fingerprint=meta["fingerprint"])
-    with pytest.raises(sl.SAEMetadataMismatchError, match="sasrec_weights_sha256"):
+    sl.model.save_checkpoint(model, tmp_path / SASREC_ML100K.name, fingerprint=meta["fingerprint"])
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match="sasrec_weights_sha256"):
         pretrained.load_pretrained_sae(recipe_split.fingerprint)
 
 
