@@ -38,3 +38,27 @@ def test_the_library_never_imports_the_chapters_or_widgets_eagerly():
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "from chapters" not in text and "import chapters" not in text, path
+
+
+def test_public_names_say_which_chapter_introduces_them_and_only_the_toc_knows_files():
+    """d2l's convention: each public docstring names its chapter by number; book/_toc.yml maps numbers to files."""
+    import importlib
+    import inspect
+    import re
+
+    chapters = re.findall(r"^\s*- file: chapters/(\d\d)_\S+\s*$", (REPO / "book" / "_toc.yml").read_text(), re.M)
+    valid = {int(n) for n in chapters}
+    missing = []
+    for layer in LAYERS:
+        module = importlib.import_module(f"seqsae_lib.{layer}")
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            doc = inspect.getdoc(obj) or ""
+            found = [int(n) for n in re.findall(r"Introduced in chapter (\d+)", doc)]
+            if not found or not set(found) <= valid:
+                missing.append(f"{layer}.{name}")
+    assert not missing, f"public names without a valid 'Introduced in chapter N': {missing}"
+    for path in PACKAGE.rglob("*.py"):
+        assert not re.search(r"chapters/\d\d_\w+\.ipynb", path.read_text(encoding="utf-8")), path

@@ -1,6 +1,6 @@
 """Data: MovieLens files (catalog, cache, sources, readers), viewing sequences and splits, synthetic data, batches.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 """
 
 from seqsae_lib.data.batching import (

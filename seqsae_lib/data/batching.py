@@ -1,6 +1,6 @@
 """Turning per-user item sequences into left-padded tensors and batches.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 All tensors are left-padded with 0 (the padding id): the most recent item is
 always in the last column. Only the fields of :class:`SplitLike` are used, so
@@ -41,7 +41,7 @@ __all__ = [
 class SplitLike(Protocol):
     """The fields of a leave-one-out split that the model layer relies on.
 
-    Introduced in chapter 1 (chapters/01_data.ipynb); see
+    Introduced in chapter 1; see
     ``seqsae_lib.data.sequences.LeaveOneOutSplit``.
     """
 
@@ -57,7 +57,7 @@ class SplitLike(Protocol):
 def left_pad(seqs: Sequence[Any], max_len: int, *, pad_value: int = 0) -> Tensor:
     """Stack sequences into a left-padded ``(n, max_len)`` LongTensor.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Each sequence keeps only its **most recent** ``max_len`` items (its tail)
     and is padded with ``pad_value`` on the left, so the latest item is in the
@@ -105,7 +105,7 @@ def left_pad(seqs: Sequence[Any], max_len: int, *, pad_value: int = 0) -> Tensor
 def seen_mask(sequences: Sequence[Any], num_items: int) -> Tensor:
     """``(B, num_items + 1)`` boolean mask of the items in each sequence, padding column 0 included.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb): the items a user has already seen are not
+    Introduced in chapter 2: the items a user has already seen are not
     recommended (``scores.masked_fill(seen_mask(...), -inf)``).
     """
     out = torch.zeros(len(sequences), int(num_items) + 1, dtype=torch.bool)
@@ -118,7 +118,7 @@ def seen_mask(sequences: Sequence[Any], num_items: int) -> Tensor:
 def trim_left_padding(ids: Tensor, *others: Tensor, pad_value: int = 0) -> tuple[Tensor, ...]:
     """Drop the leading columns that are padding in every row of ``ids``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Saves compute: the
+    Introduced in chapter 2. Saves compute: the
     model's outputs at real positions do not depend on the batch width.
     At least one column is always kept.
 
@@ -148,7 +148,7 @@ def trim_left_padding(ids: Tensor, *others: Tensor, pad_value: int = 0) -> tuple
 class NextItemDataset(Dataset):
     """Training pairs for next-item prediction with a target at every position.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     For a user sequence ``s`` the pair is ``input = s[:-1]``,
     ``target = s[1:]``, both cut to their last ``max_len`` items and
@@ -186,7 +186,7 @@ class NextItemDataset(Dataset):
     def num_targets(self) -> int:
         """Total number of (non-padding) training targets.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return int((self.targets != 0).sum())
 
@@ -194,7 +194,7 @@ class NextItemDataset(Dataset):
 def collate_trim(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Stack ``(input, target)`` pairs and drop all-padding leading columns.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
     inputs = torch.stack([b[0] for b in batch])
     targets = torch.stack([b[1] for b in batch])
@@ -204,7 +204,7 @@ def collate_trim(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
 def collate_full(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Stack ``(input, target)`` pairs keeping the full ``max_len`` width (naive baseline).
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
     return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
 
@@ -219,7 +219,7 @@ def make_train_loader(
 ) -> DataLoader:
     """A plain single-process ``DataLoader`` over a :class:`NextItemDataset`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -248,7 +248,7 @@ def make_train_loader(
 class EvalBatch:
     """One evaluation batch.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     users: np.ndarray
@@ -272,7 +272,7 @@ def iter_eval_batches(
 ) -> Iterator[EvalBatch]:
     """Yield :class:`EvalBatch` objects over users in their original order.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------

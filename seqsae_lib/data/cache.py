@@ -1,6 +1,6 @@
 """The download cache: GroupLens' archives fetched with pooch, md5-checked, extracted under a file lock.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 A download goes to a temporary file that only replaces the cache entry once its checksum matches, and the
 archive is extracted into a temporary folder that is renamed into place when complete, so an interrupted or
@@ -29,7 +29,7 @@ __all__ = ["default_cache_dir", "fetch_archive", "sha256_of"]
 def default_cache_dir() -> Path:
     """The download cache: ``$SEQSAE_CACHE`` if set, else the user cache folder for ``seqsae``.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     env = os.environ.get(CACHE_ENV_VAR)
     if env:
@@ -77,7 +77,7 @@ def _writable_cache(spec: DatasetSpec, cache_dir: Path) -> Path:
 def fetch_archive(spec: DatasetSpec, cache_dir: Path, *, progressbar: bool = False) -> Path:
     """Download ``spec``'s zip into ``cache_dir`` (md5-verified) and extract it; return the data-set folder.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     The download and the extraction hold the lock file ``cache_dir/.<name>.lock``: a second process
     waits, then finds the data set complete and returns it without touching it. A complete data-set

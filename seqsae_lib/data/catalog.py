@@ -1,6 +1,6 @@
 """What GroupLens publishes: the MovieLens releases and named subsets the library knows, and their layout.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``). :mod:`seqsae_lib.data.sources` decides where the files
+Introduced in chapter 1. :mod:`seqsae_lib.data.sources` decides where the files
 come from; :mod:`seqsae_lib.data.cache` downloads them.
 """
 
@@ -24,7 +24,7 @@ CACHE_ENV_VAR = "SEQSAE_CACHE"
 class DataSourceError(RuntimeError):
     """A data file is missing, corrupt, incomplete or cannot be downloaded.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
 
@@ -32,7 +32,7 @@ class DataSourceError(RuntimeError):
 class DatasetSpec:
     """Where GroupLens publishes one data set and what its files must look like.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     name: str
@@ -83,7 +83,7 @@ DATASETS: dict[str, DatasetSpec] = {
 class SubsetSpec:
     """A named part of a GroupLens release: the ratings of users ``1..max_user_id``, a prefix of its file.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     GroupLens' ``ratings.dat`` is sorted by user id, so the ratings of users ``1..max_user_id`` are its
     first lines: the subset can be read from a file holding exactly those lines, or from the full release

@@ -1,6 +1,6 @@
 """Validating viewing histories: one check, used by scoring, evaluation, explanations and live steering.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb). A history is a non-empty sequence of integer item ids in
+Introduced in chapter 2. A history is a non-empty sequence of integer item ids in
 ``1..num_items`` (0 is padding, never an item); floats, strings and booleans are refused rather than truncated
 or parsed, and every error names the user (or position) and the bad value.
 """
@@ -86,7 +86,7 @@ def check_sequences(
 ) -> list[np.ndarray]:
     """Validate and convert a list of item-id sequences (one history per user) to 1-D int64 arrays.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). This is the one validator of histories: scoring
+    Introduced in chapter 2. This is the one validator of histories: scoring
     (:func:`left_pad`), evaluation, explanations and the live steering engine all go through it, so a bad
     history fails the same way everywhere, naming the user (``what[i]``), the position and the value.
 
@@ -135,7 +135,7 @@ def check_sequences(
 def check_history(sequence: Any, *, num_items: int | None = None, what: str = "sequence") -> np.ndarray:
     """Validate one user's history: a non-empty 1-D sequence of integer item ids in ``1..num_items``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb), for the one-user calls (explanations). The same
+    Introduced in chapter 5, for the one-user calls (explanations). The same
     checks as :func:`check_sequences` with ``allow_empty=False``; messages name ``what``, the position and
     the value (e.g. ``"sequence[3] = 0 is not an item id"``).
 

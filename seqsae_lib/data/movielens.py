@@ -1,6 +1,6 @@
 """Read and validate MovieLens-100k and MovieLens-1M into one typed object, :class:`RatingsData`.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 Every file is parsed with pandas (fast path); when pandas fails or produces missing values, a slow
 line-by-line scan finds the first bad line so the error can name the file and the line number.
@@ -46,7 +46,7 @@ __all__ = [
 class PlantedTopics:
     """Ground truth of a synthetic data set (see :func:`seqsae_lib.make_synthetic`).
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     item_topic: np.ndarray
@@ -63,7 +63,7 @@ class PlantedTopics:
 class RatingsData:
     """Explicit ratings of one MovieLens release (or a synthetic stand-in) with item and user metadata.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     name: str
@@ -124,7 +124,7 @@ def load_movielens(
 ) -> RatingsData:
     """Load a MovieLens release, validated, as :class:`RatingsData`.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Parse and validate GroupLens' MovieLens files: the readers behind :func:`~seqsae_lib.data.movielens.load_movielens`.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 Every file is parsed with pandas (fast path); when pandas fails or produces missing values, a slow
 line-by-line scan finds the first bad line so the error can name the file and the line number.
@@ -176,7 +176,7 @@ def _years(titles: pd.Series, fallback: pd.Series | None = None) -> pd.Series:
 def parse_ml100k_ratings(path: Path) -> pd.DataFrame:
     """Parse ML-100k ``u.data`` (tab-separated user, item, rating, unix time), in file order.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     text = _decode_latin1(_read_bytes(path), path)
     cols = ["user_id", "item_id", "rating", "timestamp"]
@@ -189,7 +189,7 @@ def parse_ml1m_ratings(path: Path) -> pd.DataFrame:
     A ``.gz`` path is decompressed on the fly. No count check happens here: :func:`read_ml1m` checks
     that the file is complete.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     text = _decode_latin1(_read_bytes(path), path).replace("::", "\t")
     cols = ["user_id", "item_id", "rating", "timestamp"]
@@ -199,7 +199,7 @@ def parse_ml1m_ratings(path: Path) -> pd.DataFrame:
 def parse_ml100k_genres(path: Path) -> tuple[str, ...]:
     """Parse ML-100k ``u.genre`` (``name|index`` lines) into the genre names in index order.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------
@@ -229,7 +229,7 @@ def parse_ml100k_genres(path: Path) -> tuple[str, ...]:
 def read_ml100k(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], np.ndarray, pd.DataFrame, tuple[str, ...]]:
     """Read and validate the ML-100k files in ``folder``; return interactions, items, genres, users.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     folder = Path(folder)
     expected = EXPECTED_COUNTS["ml-100k"]
@@ -267,7 +267,7 @@ def read_ml100k(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.
 def read_ml1m(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], np.ndarray, pd.DataFrame, tuple[str, ...]]:
     """Read and validate the ML-1M files in ``folder``; return interactions, items, genres, users.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     folder = Path(folder)
     expected = EXPECTED_COUNTS["ml-1m"]
@@ -288,7 +288,7 @@ def read_ml1m(folder: Path, *, verify: bool = True) -> tuple[pd.DataFrame, pd.Da
 def read_ml1m_movies(path: Path) -> pd.DataFrame:
     """Parse and validate ML-1M ``movies.dat`` (3,883 movies); index ``item_id``.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     text = _decode_latin1(_read_bytes(path), path).replace("::", "\t")
     items = _parse_table(text, path, ["item_id", "title", "genre_string"], "\t", (0,))
@@ -305,7 +305,7 @@ def read_ml1m_movies(path: Path) -> pd.DataFrame:
 def read_ml1m_users(path: Path) -> pd.DataFrame:
     """Parse and validate ML-1M ``users.dat`` (6,040 users); index ``user_id``; codes mapped to names.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     text = _decode_latin1(_read_bytes(path), path).replace("::", "\t")
     users = _parse_table(text, path, ["user_id", "gender", "age", "occupation", "zip_code"], "\t", (0, 2, 3))
@@ -328,7 +328,7 @@ def read_ml1m_subset(
 ) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...], np.ndarray, pd.DataFrame, tuple[str, ...]]:
     """Read and validate an ML-1M subset (e.g. users 1–2,999); return interactions, items, genres, users.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------

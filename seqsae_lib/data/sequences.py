@@ -1,6 +1,6 @@
 """From ratings to chronological viewing sequences, contiguous item ids and the leave-one-out split.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 * Implicit feedback: every rating is an interaction (``min_rating`` keeps only ratings >= it).
 * Filtering: an iterative k-core keeps users and items with at least ``min_user_interactions`` and
@@ -38,7 +38,7 @@ _TIE_BREAKS = ("file", "item", "random")
 class SequenceData:
     """Per-user chronological item sequences with contiguous ids and aligned metadata.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Item arrays are indexed by *internal* id, with row 0 the padding "item"; user arrays by internal user
     index ``0..num_users-1``.
@@ -95,7 +95,7 @@ class SequenceData:
     def to_internal(self, movielens_ids: Iterable[int] | int) -> np.ndarray:
         """Map original (MovieLens) item ids to internal ids; unknown ids raise ``KeyError`` naming them.
 
-        Introduced in chapter 1 (``chapters/01_data.ipynb``).
+        Introduced in chapter 1.
         """
         ids = np.atleast_1d(np.asarray(movielens_ids, dtype=np.int64))
         out = np.empty(len(ids), dtype=np.int64)
@@ -113,7 +113,7 @@ class SequenceData:
     def to_movielens(self, internal_ids: Iterable[int] | int) -> np.ndarray:
         """Map internal ids ``1..num_items`` back to original item ids; out-of-range ids raise ``KeyError``.
 
-        Introduced in chapter 1 (``chapters/01_data.ipynb``).
+        Introduced in chapter 1.
         """
         ids = np.atleast_1d(np.asarray(internal_ids, dtype=np.int64))
         bad = (ids < 1) | (ids > self.num_items)
@@ -136,7 +136,7 @@ class SequenceData:
     def history(self, user: int, last: int = 10) -> pd.DataFrame:
         """A user's most recent items as a table: date, title, year, genres (``user`` is the internal index).
 
-        Introduced in chapter 1 (``chapters/01_data.ipynb``).
+        Introduced in chapter 1.
         """
         if not 0 <= user < self.num_users:
             raise IndexError(f"user index {user} outside 0..{self.num_users - 1}")
@@ -163,7 +163,7 @@ class SequenceData:
 class LeaveOneOutSplit:
     """Leave-one-out split of :class:`SequenceData`: last item for test, second-to-last for validation.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     num_items: int
@@ -208,7 +208,7 @@ def make_sequences(
 ) -> SequenceData:
     """Turn ratings into chronological per-user sequences with contiguous item ids.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------
@@ -309,7 +309,7 @@ def make_sequences(
 def leave_one_out(data: SequenceData) -> LeaveOneOutSplit:
     """Split each user's sequence: last item = test target, second-to-last = validation target.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Where MovieLens files come from: an explicit folder, an environment variable, the cache, or a download.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 Resolution order for a data set such as ``"ml-100k"``:
 
@@ -66,7 +66,7 @@ __all__ = [
 class DataSource:
     """Where a loaded data set came from.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     kind: str
@@ -99,7 +99,7 @@ def resolve_source(
 ) -> DataSource:
     """Find (or download) the folder of data set ``name`` and say where it came from.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------
@@ -153,7 +153,7 @@ def resolve_source(
 class SubsetSource:
     """Where the files of a subset (see :class:`SubsetSpec`) were found.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
     kind: str
@@ -214,7 +214,7 @@ def resolve_subset_source(
 ) -> SubsetSource:
     """Find the files of subset ``name`` (e.g. ``"ml-1m-u2999"``), downloading its full release if need be.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Resolution order, as for :func:`resolve_source`: ``data_dir``, then ``$SEQSAE_DATA``, then the cache,
     then a download. In each of the first three places, the subset's own file is preferred, else the full

@@ -1,6 +1,6 @@
 """Synthetic viewing sequences with planted topics: a controlled experiment with known ground truth.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 The generator is deliberately simple so a reader can hold it in their head:
 
@@ -43,7 +43,7 @@ def make_synthetic(
 ) -> RatingsData:
     """Generate sequences from planted topics; same object type as :func:`seqsae_lib.load_movielens`.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------

@@ -2,7 +2,7 @@
 (:mod:`~seqsae_lib.experiments.pretrained`) and the planted-topic experiment
 (:mod:`~seqsae_lib.experiments.planted`).
 
-Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+Introduced in chapter 2.
 """
 
 from seqsae_lib.experiments.planted import PlantedExperiment, planted_topic_experiment

@@ -1,6 +1,6 @@
 """The planted-topic experiment: does the method find structure that is known to be there?
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 On MovieLens nobody knows the "true" features, so a high score could reflect the metric rather than the
 method. On the synthetic data of :func:`seqsae_lib.make_synthetic` every item belongs to one planted
@@ -41,7 +41,7 @@ __all__ = ["PlantedExperiment", "planted_topic_experiment"]
 class PlantedExperiment:
     """Everything :func:`planted_topic_experiment` built and measured.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
     """
 
     seq_data: SequenceData
@@ -94,7 +94,7 @@ def planted_topic_experiment(
 ) -> PlantedExperiment:
     """Train SASRec and an SAE on planted-topic data and count the topics each unit type recovers.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------

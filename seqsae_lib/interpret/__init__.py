@@ -1,6 +1,6 @@
 """Interpreting SAE latents: what they respond to, what they do, how monosemantic they are, why a film is recommended.
 
-Introduced in chapter 4 (chapters/04_features.ipynb); explanations in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 4; explanations in chapter 5.
 
 Modules, by job: :mod:`~seqsae_lib.interpret.codes` (sparse latent codes), :mod:`~seqsae_lib.interpret.stats`
 (encoding and firing statistics), :mod:`~seqsae_lib.interpret.positions` (codes <-> store <-> data),

@@ -1,6 +1,6 @@
 """A feature atlas: every statistic, profile and label of an SAE's latents, computed once, read per latent.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 :func:`build_atlas` runs the vectorised statistics of :mod:`seqsae_lib.interpret` and the labels of
 :mod:`seqsae_lib.interpret.labels` over all stored positions (seconds for a 2,048-latent SAE on ML-100k), and keeps
@@ -46,7 +46,7 @@ __all__ = ["FeatureAtlas", "FeatureCard", "build_atlas"]
 class FeatureCard:
     """What one latent responds to and what it does; drawn by :func:`seqsae_lib.viz.plots.plot_feature_card`.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
     """
 
     latent: int
@@ -82,7 +82,7 @@ class FeatureCard:
 class FeatureAtlas:
     """Statistics, profiles and labels of every latent of one SAE on one activation store.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Build it with :func:`build_atlas`.
+    Introduced in chapter 4. Build it with :func:`build_atlas`.
     """
 
     model: nn.Module
@@ -125,7 +125,7 @@ class FeatureAtlas:
     def card(self, latent: int, n: int = 8) -> FeatureCard:
         """Everything about one latent (milliseconds at ``"final"``; a few model passes at inner points).
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
 
         Raises
         ------
@@ -154,7 +154,7 @@ class FeatureAtlas:
     def summary(self, latents: Sequence[int] | None = None) -> pd.DataFrame:
         """One row per latent: label, confidence, firing frequency, evidence.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
         """
         table = self.labels[["label", "confidence", "evidence"]].join(self.stats[["frequency", "n_fires"]])
         if latents is not None:
@@ -164,7 +164,7 @@ class FeatureAtlas:
     def search(self, query: str, n: int = 20) -> pd.DataFrame:
         """Latents whose label or evidence contains ``query`` (case-insensitive), most confident first.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb). An empty query lists the most confident
+        Introduced in chapter 4. An empty query lists the most confident
         latents.
         """
         if not isinstance(query, str):
@@ -189,7 +189,7 @@ class FeatureAtlas:
                     min_share: float = 0.1, alpha: float = 0.05) -> pd.DataFrame:
         """Latents most enriched for one category (lift), among those where it is a real, significant share.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
 
         Raises
         ------
@@ -208,7 +208,7 @@ class FeatureAtlas:
     def gallery(self, n: int = 6, *, min_frequency: float = 1e-3) -> list[int]:
         """A diverse set of well-labelled latents for a static page: the most confident latent per leading term.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb). Latents firing on fewer than
+        Introduced in chapter 4. Latents firing on fewer than
         ``min_frequency`` of positions are skipped (a card of a handful of positions says little); at most
         one latent per distinct first label term (e.g. one "Horror ..."), taken in order of confidence.
         """
@@ -221,7 +221,7 @@ class FeatureAtlas:
     def interpretability(self, *, min_frequency: float = 0.01, **score_options: Any) -> pd.Series:
         """A few numbers that summarise how readable the whole dictionary is, for comparing SAEs.
 
-        Introduced in chapter 6 (chapters/06_beyond.ipynb). The monosemanticity scores are those of
+        Introduced in chapter 6. The monosemanticity scores are those of
         :func:`seqsae_lib.monosemanticity_scores` on this atlas's codes (genres of the next item), so two
         atlases on the same positions are compared on the same footing.
 
@@ -272,7 +272,7 @@ def build_atlas(
 ) -> FeatureAtlas:
     """Encode every stored state and compute statistics, profiles and labels of every latent.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------

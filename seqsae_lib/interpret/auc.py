@@ -1,6 +1,6 @@
 """ROC-AUC of units as detectors of labelled positions, from one sort of their non-zero entries.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 The engine of the monosemanticity scores (:mod:`seqsae_lib.interpret.unit_scores`): average ranks with ties
 (implicit zeros included) and fractional top-``N`` inclusion weights of every unit's entries
@@ -26,7 +26,7 @@ __all__ = ["UnitRanks", "auc_from_ranks", "auc_matrix", "check_labels", "check_m
 class UnitRanks:
     """Average ranks and top-``N`` inclusion weights of every entry of a :class:`ColumnEntries`.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Built by :func:`unit_ranks`.
+    Introduced in chapter 4. Built by :func:`unit_ranks`.
     """
 
     rank: Tensor
@@ -46,7 +46,7 @@ class UnitRanks:
 def unit_ranks(cols: ColumnEntries, top_n: int = 0) -> UnitRanks:
     """Average ranks with ties (implicit zeros included) and fractional top-N inclusion, vectorised.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Works on tie *groups* (runs of equal values within a unit in (unit, value) order): a group's average
     rank is ``start + (size + 1) / 2`` where ``start`` counts the unit's positions below it (the implicit
@@ -88,7 +88,7 @@ def unit_ranks(cols: ColumnEntries, top_n: int = 0) -> UnitRanks:
 def check_labels(y: Any, n: int, what: str) -> Tensor:
     """``y`` as a float64 ``(n, G)`` tensor of 0/1 labels (one row per position).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -107,7 +107,7 @@ def check_labels(y: Any, n: int, what: str) -> Tensor:
 def check_mask(mask: Any, n: int, what: str, default: Tensor) -> Tensor:
     """``mask`` as a boolean ``(n,)`` tensor, or ``default`` if it is ``None``.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -128,7 +128,7 @@ def auc_from_ranks(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """AUC ``(m, G)`` of every unit for every label column of ``y`` ``(n, G)``, from the units' ranks.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Returns
     -------
@@ -153,7 +153,7 @@ def auc_from_ranks(
 def auc_matrix(unit_acts: UnitActs, labels: Any, mask: Any = None) -> np.ndarray:
     """ROC-AUC of every unit as a detector of every label, over all (masked) positions.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Rank-based (Mann-Whitney U with average ranks for ties): ``AUC = P(a_pos > a_neg) + P(a_pos = a_neg) / 2``
     for a random positive and a random negative position. Vectorised: one sort of the units' non-zero

@@ -1,6 +1,6 @@
 """Sparse latent codes and the column-sorted engine every statistic of :mod:`seqsae_lib.interpret` runs on.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 Sparse codes, not a dense matrix
 --------------------------------
@@ -34,7 +34,7 @@ __all__ = ["ColumnEntries", "LatentCodes", "UnitActs", "check_latent", "column_e
 class LatentCodes:
     """Sparse ``(n, n_latents)`` matrix of latent activations in compressed-sparse-row form.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Row ``i`` (a stored position) has its non-zero activations ``values[indptr[i]:indptr[i+1]]`` at the
     latents ``indices[indptr[i]:indptr[i+1]]`` (ascending). Only non-zeros are stored; an SAE's codes are
@@ -80,17 +80,17 @@ class LatentCodes:
 
     @property
     def n_rows(self) -> int:
-        """Number of rows (positions). Introduced in chapter 4 (chapters/04_features.ipynb)."""
+        """Number of rows (positions). Introduced in chapter 4."""
         return len(self.indptr) - 1
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(n_rows, n_latents)``. Introduced in chapter 4 (chapters/04_features.ipynb)."""
+        """``(n_rows, n_latents)``. Introduced in chapter 4."""
         return (self.n_rows, self.n_latents)
 
     @property
     def nnz(self) -> int:
-        """Number of stored (non-zero) values. Introduced in chapter 4 (chapters/04_features.ipynb)."""
+        """Number of stored (non-zero) values. Introduced in chapter 4."""
         return len(self.values)
 
     def __len__(self) -> int:
@@ -109,7 +109,7 @@ class LatentCodes:
     def from_dense(cls, z: Tensor | np.ndarray) -> LatentCodes:
         """Store the non-zeros of a dense ``(n, m)`` matrix.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
 
         Raises
         ------
@@ -124,7 +124,7 @@ class LatentCodes:
         return cls(indptr, cols.to(torch.int64), z[rows, cols].to(torch.float32), int(z.shape[1]))
 
     def row_ids(self) -> Tensor:
-        """``(nnz,)`` int64 row of each stored value. Introduced in chapter 4 (chapters/04_features.ipynb)."""
+        """``(nnz,)`` int64 row of each stored value. Introduced in chapter 4."""
         if "rows" not in self._cache:
             counts = self.indptr[1:] - self.indptr[:-1]
             self._cache["rows"] = torch.repeat_interleave(torch.arange(self.n_rows), counts)
@@ -133,7 +133,7 @@ class LatentCodes:
     def to_dense(self, rows: Any = None) -> Tensor:
         """Dense float32 ``(len(rows), n_latents)`` for the given rows (all rows if ``None``: mind the memory).
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
         """
         sub = self if rows is None else self.subset(rows)
         out = torch.zeros(sub.n_rows, sub.n_latents, dtype=torch.float32)
@@ -142,7 +142,7 @@ class LatentCodes:
         return out
 
     def column(self, latent: int) -> Tensor:
-        """Dense ``(n,)`` float32 activations of one latent. Introduced in chapter 4 (chapters/04_features.ipynb).
+        """Dense ``(n,)`` float32 activations of one latent. Introduced in chapter 4.
 
         Raises
         ------
@@ -158,14 +158,14 @@ class LatentCodes:
     def firing_counts(self) -> Tensor:
         """``(n_latents,)`` int64 number of rows where each latent is > 0.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
         """
         return torch.bincount(self.indices[self.values > 0], minlength=self.n_latents)
 
     def subset(self, rows: Any) -> LatentCodes:
         """The selected rows (boolean mask of length ``n`` or integer indices), in the given order.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
 
         Raises
         ------
@@ -187,7 +187,7 @@ class LatentCodes:
     def to_torch_sparse(self) -> Tensor:
         """The same matrix as a ``torch.sparse_csr_tensor`` of shape ``(n, n_latents)``.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb).
+        Introduced in chapter 4.
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -201,7 +201,7 @@ UnitActs = LatentCodes | Tensor | np.ndarray
 def check_latent(latent: Any, n_latents: int) -> int:
     """Return ``latent`` as an ``int`` column index of a matrix with ``n_latents`` columns.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -237,7 +237,7 @@ def _row_index(rows: Any, n: int) -> Tensor:
 def dense_matrix(x: Any, what: str) -> Tensor:
     """``x`` as a finite, real, CPU ``(n, m)`` float tensor with ``m >= 1`` (integer input becomes float32).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -270,7 +270,7 @@ class ColumnEntries:
     """Non-zero entries of an ``(n, m)`` matrix sorted by (unit, value): grouped by column (unit), values
     ascending within a unit.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Zeros are implicit. Entry selections keep the
+    Introduced in chapter 4. Zeros are implicit. Entry selections keep the
     order, so the one sort done by :meth:`from_entries` serves every row subset (ranks, quantiles and top-N
     all read it directly). Build it with :func:`column_entries`.
     """
@@ -367,7 +367,7 @@ class ColumnEntries:
 def column_entries(x: Any, what: str = "unit_acts") -> ColumnEntries:
     """Column-major, value-sorted entries of :class:`LatentCodes` or a dense ``(n, m)`` matrix.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Cached on :class:`LatentCodes` (one sort per
+    Introduced in chapter 4. Cached on :class:`LatentCodes` (one sort per
     codes object); ``what`` names the argument in errors about a dense matrix.
     """
     if isinstance(x, LatentCodes):
@@ -384,7 +384,7 @@ def column_entries(x: Any, what: str = "unit_acts") -> ColumnEntries:
 def n_rows(x: Any) -> int:
     """Number of rows (positions) of :class:`LatentCodes` or a dense ``(n, m)`` matrix.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
     """
     if isinstance(x, LatentCodes):
         return x.n_rows
@@ -396,7 +396,7 @@ def n_rows(x: Any) -> int:
 def latent_column(codes: UnitActs, latent: int) -> np.ndarray:
     """Dense ``(n,)`` activations of one latent (column) of :class:`LatentCodes` or a dense matrix.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------

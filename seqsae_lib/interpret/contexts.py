@@ -1,6 +1,6 @@
 """Where a latent fires: its strongest contexts (what the user watched, and watched next) and its driving items.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def top_contexts(
 ) -> pd.DataFrame:
     """The positions where a latent fires most strongly, with what the user had watched and watched next.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     ``store.user`` must index ``seq_data.sequences`` (true when the store was collected from
     ``split.train`` or ``[s[:-1] for s in split.train]`` of this ``seq_data``); this is checked by
@@ -111,7 +111,7 @@ def driving_items(
 ) -> pd.DataFrame:
     """The items whose positions drive a latent most: mean activation grouped by item.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     For every item, the mean of the latent's activation over **all** positions whose input item (or next
     item, ``which="next"``) is that item, zeros included, so an item that reliably switches the latent on

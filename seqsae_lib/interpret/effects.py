@@ -1,6 +1,6 @@
 """What a latent *does*: the change of every item's score when its decoder direction is added to a state.
 
-Introduced in chapter 4 (chapters/04_features.ipynb); used again in chapter 5 (chapters/05_steering.ipynb)
+Introduced in chapter 4; used again in chapter 5
 to choose latents to steer with.
 
 A latent's decoder direction is ``d_j = W_dec[j] / input_scale``: what one unit of its activation adds to
@@ -110,7 +110,7 @@ def latent_item_effects(
 ) -> tuple[np.ndarray, str]:
     """Every item's score change per unit of each latent's activation (the methods are in the module docstring).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). The one implementation of decoder effects on
+    Introduced in chapter 4. The one implementation of decoder effects on
     item scores: :func:`promoted_items` ranks one latent's effects, and
     :func:`seqsae_lib.steering.concepts.latent_promotion` turns many latents' effects into a concept's
     promotion and specificity. Compute once and rank both ends with :func:`rank_item_effects` (a feature
@@ -214,7 +214,7 @@ def promoted_items(
 ) -> pd.DataFrame:
     """Which items a latent's decoder direction pushes up (or down) in the model's scores.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). The effects are those of
+    Introduced in chapter 4. The effects are those of
     :func:`latent_item_effects` (exact at ``"final"``, finite differences at inner capture points; see the
     module docstring), ranked by :func:`rank_item_effects`.
 
@@ -266,7 +266,7 @@ def rank_item_effects(
 ) -> pd.DataFrame:
     """The ``n`` items with the largest (or, with ``bottom``, smallest) effect, as :func:`promoted_items` returns them.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb); ``scores`` and ``method`` come from
+    Introduced in chapter 4; ``scores`` and ``method`` come from
     :func:`latent_item_effects` (one latent). Ties are broken by ascending item id.
     """
     scores = np.asarray(scores, dtype=np.float64)

@@ -1,6 +1,6 @@
 """Why this film? Exact per-feature explanations of a recommendation score.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb), section "Why this film?".
+Introduced in chapter 5, section "Why this film?".
 
 At the final capture point SASRec scores item ``i`` as ``score_i = h . E_i`` (tied head: ``E`` is the item
 embedding table). An SAE writes the state as a sum of feature contributions plus a bias and an error term,
@@ -50,7 +50,7 @@ __all__ = ["Explanation", "explain_final", "explain_top_k", "explain_inner", "ra
 class Explanation:
     """One item's score for one user, split into feature contributions, bias and error.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
 
     item: int
@@ -139,7 +139,7 @@ def explain_final(
 ) -> list[Explanation]:
     """Exact decomposition of the scores of ``items`` for one user, at the final capture point.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Parameters
     ----------
@@ -223,7 +223,7 @@ def explain_top_k(
 ) -> list[Explanation]:
     """Explanations of a user's top-``k`` (seen items filtered), best first.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Raises
     ------
@@ -240,7 +240,7 @@ def explain_top_k(
 def explanations_table(explanations: Sequence[Explanation], n: int = 3) -> pd.DataFrame:
     """A compact table of a list: per item, its score and its strongest supporting and opposing features.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
     def names(rows: pd.DataFrame) -> str:
         lab = rows["label"] if "label" in rows else pd.Series("latent", index=rows.index)
@@ -262,7 +262,7 @@ def explain_inner(
 ) -> pd.DataFrame:
     """Effect of each active latent at an inner capture point on one item's score and rank.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     For every latent active at the last position: ``ablation`` = score minus the score with the latent's
     reconstruction ``z_j W_dec[j] / s`` removed from the state (remaining blocks re-run), ``rank_change``
@@ -338,7 +338,7 @@ def explain_inner(
 def rank_agreement(frame: pd.DataFrame) -> float:
     """Spearman correlation between ``grad_x_act`` and ``ablation`` in an :func:`explain_inner` table.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). 1 means the cheap estimate orders the latents
+    Introduced in chapter 5. 1 means the cheap estimate orders the latents
     exactly as the true ablation does; NaN with fewer than 2 latents.
     """
     if len(frame) < 2:
@@ -358,7 +358,7 @@ def counterfactual_check(
 ) -> pd.DataFrame:
     """Remove an item's top supporting feature (or a random active one): does the item's rank drop?
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). For every user in ``inputs`` and each of their
+    Introduced in chapter 5. For every user in ``inputs`` and each of their
     top-``k`` items (final capture point, seen items filtered): the item's rank after removing
     ``z_j W_dec[j] / s`` from the final state for ``j`` = the latent with the largest contribution to
     that item's score (``"top supporting"``) and for ``j`` = a uniformly drawn active latent

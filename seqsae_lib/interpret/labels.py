@@ -1,6 +1,6 @@
 """Short automatic labels for SAE latents from their profiles.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 :func:`auto_label` reads the profile tables of :mod:`seqsae_lib.interpret.profiles` (genre, decade, popularity,
 user attributes) and names each latent by its strongest *significant* enrichments, e.g.
@@ -76,7 +76,7 @@ def evidence_table(
 ) -> pd.DataFrame:
     """The profile cells that count as evidence (see the module docstring), with their ``score``.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Returns
     -------
@@ -202,7 +202,7 @@ def auto_label(
 ) -> pd.DataFrame:
     """A short label and a confidence for every latent, from its significant profile entries.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The stored positions behind latent codes: alignment with their store, their items and the items' titles.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 Codes (:class:`~seqsae_lib.interpret.codes.LatentCodes` or a dense matrix) have one row per row of the
 :class:`~seqsae_lib.sae.activations.ActivationStore` they were computed from; the store knows each
@@ -29,7 +29,7 @@ Which = Literal["next", "input"]
 def check_aligned(codes: Any, store: ActivationStore) -> None:
     """Check that ``codes`` has one row per row of ``store``.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -47,7 +47,7 @@ def check_aligned(codes: Any, store: ActivationStore) -> None:
 def check_store_items(seq_data: SequenceData, items: np.ndarray, what: str) -> None:
     """Check that the item ids ``items`` (read from ``store.<what>``) belong to ``seq_data``'s catalogue.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -66,7 +66,7 @@ def check_store_items(seq_data: SequenceData, items: np.ndarray, what: str) -> N
 def position_items(store: ActivationStore, which: str) -> np.ndarray:
     """The next (``which="next"``) or input (``"input"``) item id of every stored position.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Raises
     ------
@@ -80,7 +80,7 @@ def position_items(store: ActivationStore, which: str) -> np.ndarray:
 def item_titles(seq_data: SequenceData, items: np.ndarray) -> np.ndarray:
     """Titles of internal item ids (object array; id 0, the padding/unknown item, is ``"(unknown)"``).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
     """
     titles = np.empty(seq_data.num_items + 1, dtype=object)
     titles[0] = "(unknown)"

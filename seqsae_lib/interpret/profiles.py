@@ -1,6 +1,6 @@
 """Profiles: which categories (genre, decade, popularity, user attributes) a latent's positions belong to.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 A *profile* describes the positions where a latent fires by a categorical attribute: the genre of the next
 (or of the input) item, its release decade, its popularity bucket, the user's age, gender or occupation.
@@ -98,7 +98,7 @@ def category_profile(
 ) -> pd.DataFrame:
     """Activation-weighted share, lift and significance of each category for each latent.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). The building block of the other profiles; the
+    Introduced in chapter 4. The building block of the other profiles; the
     statistics are defined in the module docstring.
 
     Parameters
@@ -202,7 +202,7 @@ def genre_profile(
 ) -> pd.DataFrame:
     """Genre lift of every latent: genres of the next item (default) or of the input item.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Positions whose item is unknown (``next_item == 0``) are left out; clusters are items (a genre is a
     property of the item). On synthetic data the "genres" are the planted topics.
@@ -231,7 +231,7 @@ def decade_profile(
 ) -> pd.DataFrame:
     """Release-decade lift of every latent (decade of the next or input item, e.g. ``"1970s"``).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Items without a year are left out; clusters are
+    Introduced in chapter 4. Items without a year are left out; clusters are
     items. Returns an empty table (with the usual columns) if no item has a year (synthetic data).
     """
     items = _profile_inputs(codes, store, seq_data, which)
@@ -256,7 +256,7 @@ def popularity_profile(
 ) -> pd.DataFrame:
     """Popularity lift of every latent, plus its activation-weighted mean popularity percentile.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     An item's popularity is its number of interactions (``seq_data.items["popularity"]``). Positions are
     bucketed by the popularity of their (next or input) item at the ``quantiles`` of that popularity over
@@ -322,7 +322,7 @@ def user_profile(
 ) -> pd.DataFrame:
     """Lift of user attributes (age bucket, gender, occupation) among the positions where a latent fires.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     ``store.user`` must be the internal user index (store collected from ``split.train``). Clusters are
     users: an attribute is constant over a user's positions, so a latent that fires only for one prolific

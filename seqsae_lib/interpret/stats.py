@@ -1,6 +1,6 @@
 """Encoding every stored position with an SAE, and per-latent firing statistics.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 Everything here is computed over **all** stored positions at once (vectorised with torch), never by a
 Python loop over positions or latents, so the statistics of a 2,048-latent SAE on the ~84k positions of
@@ -39,7 +39,7 @@ def latent_activations(
 ) -> LatentCodes:
     """Encode every stored position with the SAE, keeping only the non-zero codes.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     The SAE runs in eval mode (its mode is restored), without gradients, ``batch_size`` rows at a time;
     a TopK SAE never builds a dense code matrix (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.encode_sparse`),
@@ -93,7 +93,7 @@ def feature_stats(
 ) -> pd.DataFrame:
     """Per-latent firing statistics.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     A latent *fires* on a position when its activation is > 0.
 

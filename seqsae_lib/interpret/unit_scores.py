@@ -1,6 +1,6 @@
 """Monosemanticity scores of any set of units (SAE latents, hidden dimensions, PCA, random directions) vs genres.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 The claim under test is that SAE features are more monosemantic than the model's own hidden dimensions.
 To test it, every kind of *unit* is turned into an ``(n, m)`` matrix of non-negative activations over the
@@ -81,7 +81,7 @@ SCORE_COLUMNS: tuple[str, ...] = ("auc_next", "auc_input", "purity", "purity_lif
 def js_divergence(p: Any, q: Any) -> np.ndarray:
     """Jensen-Shannon divergence in bits between distributions along the last axis, in [0, 1].
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     ``JS(P, Q) = H(M) - (H(P) + H(Q)) / 2`` with ``M = (P + Q) / 2`` and ``0 log 0 = 0``. Inputs are
     normalised to sum to 1 (an all-zero row gives 0).
@@ -120,7 +120,7 @@ def js_divergence(p: Any, q: Any) -> np.ndarray:
 def genre_matrices(store: ActivationStore, seq_data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
     """``(genres_next, genres_input)``: the multi-hot genres of each position's next and input item.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Rows of positions with an unknown next item
+    Introduced in chapter 4. Rows of positions with an unknown next item
     (``next_item == 0``) are all zero, which :func:`monosemanticity_scores` uses to leave them out.
     """
     if not isinstance(store, ActivationStore) or not isinstance(seq_data, SequenceData):
@@ -148,7 +148,7 @@ def monosemanticity_scores(
 ) -> pd.DataFrame:
     """Score every unit's monosemanticity with respect to genres (see the module docstring).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------

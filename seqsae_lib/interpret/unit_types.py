@@ -1,6 +1,6 @@
 """The unit types compared for monosemanticity, and the summaries of the comparison.
 
-Introduced in chapter 4 (chapters/04_features.ipynb).
+Introduced in chapter 4.
 
 Every kind of *unit* is an ``(n, m)`` matrix of non-negative activations over the same ``n`` stored
 positions, scored by :func:`~seqsae_lib.interpret.unit_scores.monosemanticity_scores` (definitions and
@@ -54,7 +54,7 @@ def _acts(acts: Any) -> Tensor:
 def sae_units(sae: SparseAutoencoder, acts: ActivationStore | Tensor, batch_size: int = 4096) -> LatentCodes:
     """The SAE's latents as units: its sparse codes on every position (``d_sae`` units).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). Same as
+    Introduced in chapter 4. Same as
     :func:`seqsae_lib.interpret.stats.latent_activations`.
     """
     return latent_activations(sae, acts, batch_size=batch_size)
@@ -69,7 +69,7 @@ def _both_signs(proj: Tensor, both_signs: bool) -> Tensor:
 def hidden_dim_units(acts: ActivationStore | Tensor, *, center: bool = True) -> Tensor:
     """Each raw hidden dimension as two non-negative units: ``relu(x_i)`` and ``relu(-x_i)``.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Columns ``0..d-1`` are the positive halves, ``d..2d-1`` the negative halves of dimensions ``0..d-1``.
     With ``center=True`` (default) each dimension's mean is subtracted first, so the sign split sits at the
@@ -95,7 +95,7 @@ def _centred(acts: Any) -> Tensor:
 def pca_units(acts: ActivationStore | Tensor, n_components: int | None = None, *, both_signs: bool = True) -> Tensor:
     """Projections on the principal directions of the (centred) activations, split by sign.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Components are sorted by explained variance; each component's sign is fixed so that its largest
     loading is positive (deterministic). Columns: ``relu(p_0..p_{c-1})`` then ``relu(-p_0..-p_{c-1})``.
@@ -118,7 +118,7 @@ def pca_units(acts: ActivationStore | Tensor, n_components: int | None = None, *
 def random_rotation_units(acts: ActivationStore | Tensor, seed: int = 0, *, both_signs: bool = True) -> Tensor:
     """Projections on a random orthonormal basis (Haar-distributed rotation) of the centred activations.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). A control: directions with no relation to the
+    Introduced in chapter 4. A control: directions with no relation to the
     data. Columns as in :func:`pca_units`.
 
     Returns
@@ -143,7 +143,7 @@ def untrained_sae_units(
 ) -> LatentCodes:
     """Codes of a freshly initialised (untrained) SAE: a random sparse dictionary as a control.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     The SAE is built from ``config`` with ``seed`` replacing ``config.seed`` (random unit decoder rows,
     encoder = decoder transpose). With ``data_init=True`` (default) it gets the data-dependent but
@@ -182,7 +182,7 @@ def bootstrap_median_ci(
 ) -> tuple[float, float, float]:
     """Median and percentile-bootstrap confidence interval of the median.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     NaNs are dropped. Resamples ``n_boot`` times with replacement (seeded).
 
@@ -220,7 +220,7 @@ def compare_unit_types(
 ) -> pd.DataFrame:
     """Median and bootstrap CI of each score for each unit type.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------
@@ -270,7 +270,7 @@ def score_unit_types(
 ) -> dict[str, pd.DataFrame]:
     """:func:`monosemanticity_scores` for the five unit types of the comparison, on the same positions.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     The types: ``"SAE"`` (the trained SAE's latents, or ``codes`` if given), ``"hidden dims"`` (each
     centred raw dimension split into its two signs), ``"PCA"`` (principal directions, both signs),
@@ -313,7 +313,7 @@ def planted_recovery(
 ) -> dict[str, Any]:
     """How many planted topics some unit detects with AUC >= ``threshold`` (synthetic data).
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The recommender: SASRec, its capture points, training, evaluation and checkpoints.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 Modules: :mod:`~seqsae_lib.model.config` (SASRecConfig), :mod:`~seqsae_lib.model.layers` (HookPoint,
 attention, transformer block), :mod:`~seqsae_lib.model.sasrec` (the model), :mod:`~seqsae_lib.model.capture`

@@ -1,6 +1,6 @@
 """Reading and replacing the residual stream at named capture points.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 This is the library's one mechanism for looking inside :class:`SASRec`:
 
@@ -36,7 +36,7 @@ __all__ = ["HookableModel", "Recording", "check_model", "record", "intervene"]
 class HookableModel(Protocol):
     """Anything exposing named capture points (e.g. :class:`~seqsae_lib.model.sasrec.SASRec`).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
 
     @property
@@ -52,7 +52,7 @@ class HookableModel(Protocol):
 def check_model(model: Any, *, scores: bool = False, what: str = "model") -> nn.Module:
     """Return ``model`` if it is a torch module with named capture points (a :class:`HookableModel`).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). The library's one model check: everything that hooks
+    Introduced in chapter 3. The library's one model check: everything that hooks
     into a recommender calls it instead of testing attributes one by one.
 
     Parameters
@@ -79,7 +79,7 @@ def check_model(model: Any, *, scores: bool = False, what: str = "model") -> nn.
 class Recording(Mapping[str, Tensor]):
     """States recorded by :func:`record`, indexed by capture point name.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     ``rec[name]`` is the ``(B, L, d)`` state of the most recent forward pass
     (``(B, d)`` with ``last_only=True``); with ``accumulate=True`` it is the
@@ -131,7 +131,7 @@ class Recording(Mapping[str, Tensor]):
     def num_passes(self, name: str) -> int:
         """Number of forward passes stored for ``name``.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         if name not in self._store:
             raise KeyError(f"capture point {name!r} was not recorded; this recording holds {list(self.names)}")
@@ -140,7 +140,7 @@ class Recording(Mapping[str, Tensor]):
     def clear(self) -> None:
         """Forget everything recorded so far (hooks stay attached).
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         self._store = {n: [] for n in self.names}
 
@@ -189,7 +189,7 @@ def record(
 ) -> Iterator[Recording]:
     """Record the states at capture points during forward passes.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -271,7 +271,7 @@ def intervene(
 ) -> Iterator[None]:
     """Replace the state at one capture point by ``fn(state)`` during forward passes.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Parameters
     ----------

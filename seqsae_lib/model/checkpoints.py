@@ -1,6 +1,6 @@
 """Saving and loading SASRec checkpoints with their provenance.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 A checkpoint is two files side by side:
 
@@ -40,21 +40,21 @@ FORMAT_VERSION = 1
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, truncated, inconsistent or incompatible.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
 
 class FingerprintMismatchError(CheckpointError):
     """The checkpoint was trained on different data than expected.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
 
 def checkpoint_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Return ``(<stem>.pt, <stem>.json)``; a trailing ``.pt``/``.json`` on the stem is dropped.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
     return paired_paths(path_stem)
 
@@ -69,7 +69,7 @@ def save_checkpoint(
 ) -> tuple[Path, Path]:
     """Write ``<stem>.pt`` (weights) and ``<stem>.json`` (metadata) atomically.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -116,7 +116,7 @@ def save_checkpoint(
 def fingerprint_differences(stored: dict, expected: dict) -> list[str]:
     """Describe every key whose value differs between two fingerprints.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Nested dicts are
+    Introduced in chapter 2. Nested dicts are
     compared key by key (reported as ``outer.inner``); keys present on only
     one side count as differences.
 
@@ -136,7 +136,7 @@ def load_checkpoint(
 ) -> tuple[SASRec, dict[str, Any]]:
     """Rebuild a :class:`SASRec` from ``<stem>.pt`` + ``<stem>.json``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------

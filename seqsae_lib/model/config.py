@@ -1,6 +1,6 @@
 """The hyper-parameters of a SASRec model: :class:`SASRecConfig`.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ACTIVATIONS: tuple[str, ...] = ("gelu", "relu")
 class SASRecConfig:
     """Hyper-parameters of :class:`~seqsae_lib.model.sasrec.SASRec` (everything needed to rebuild it).
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     num_items: int
@@ -100,14 +100,14 @@ class SASRecConfig:
     def ff_width(self) -> int:
         """Resolved feed-forward width (``d_ff`` or ``d_model`` when ``None``).
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return self.d_model if self.d_ff is None else self.d_ff
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict of the fields (used by checkpoints).
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return asdict(self)
 
@@ -115,7 +115,7 @@ class SASRecConfig:
     def from_dict(cls, data: dict[str, Any]) -> "SASRecConfig":
         """Build a config from :meth:`to_dict` output; unknown keys are an error.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

@@ -1,6 +1,6 @@
 """Full-catalogue ranking evaluation and simple baselines.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 Protocol (leave-one-out, one held-out target per user)
 ------------------------------------------------------
@@ -47,7 +47,7 @@ __all__ = ["Scorer", "EvalResult", "evaluate", "evaluate_scored_batches", "top_k
 class Scorer(Protocol):
     """Anything that scores all items for a batch of left-padded sequences.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     def scores(self, input_ids: Tensor) -> Tensor:
@@ -62,7 +62,7 @@ _METRIC_FUNCS = {"NDCG": ndcg_at_k, "HR": hit_rate_at_k, "MRR": mrr_at_k}
 class EvalResult:
     """Outcome of :func:`evaluate`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     metrics: dict[str, float]
@@ -90,7 +90,7 @@ class EvalResult:
     def per_user(self, metric: str, k: int) -> np.ndarray:
         """Per-user values of ``metric`` in ``{"NDCG", "HR", "MRR"}`` at cut-off ``k``.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb); used for paired
+        Introduced in chapter 2; used for paired
         comparisons (same users, two models).
         """
         name = metric.upper()
@@ -117,7 +117,7 @@ def _right_pad(seqs: list[np.ndarray]) -> Tensor:
 def top_k_stable(scores: Tensor, k: int) -> Tensor:
     """The first ``k`` columns of a stable descending sort (ties by ascending id), via ``topk``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb): the order of every top-k list of the library
+    Introduced in chapter 2: the order of every top-k list of the library
     (:func:`evaluate`, the steering evaluation of chapter 5).
 
     Parameters
@@ -168,7 +168,7 @@ def evaluate(
 ) -> EvalResult:
     """Rank the full catalogue for every user and compute HR/NDCG/MRR/coverage.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). See the module
+    Introduced in chapter 2. See the module
     docstring for the exact protocol (candidates, seen-item filtering, ties).
 
     Parameters
@@ -253,7 +253,7 @@ def evaluate_scored_batches(
 ) -> EvalResult:
     """Rank pre-built, already scored batches: the core of :func:`evaluate`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb); the steering evaluation of chapter 5 uses it
+    Introduced in chapter 2; the steering evaluation of chapter 5 uses it
     directly to rank scores it computes from cached states, batch by batch, on batches it built once
     (:func:`~seqsae_lib.data.batching.iter_eval_batches`). Same protocol as :func:`evaluate` (module
     docstring).
@@ -347,7 +347,7 @@ def evaluate_scored_batches(
 class MostPopularScorer:
     """Recommend items by their number of occurrences in the training sequences.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb) as a baseline. Ignores
+    Introduced in chapter 2 as a baseline. Ignores
     the input sequence; ties are broken by item id like every other scorer.
 
     Parameters
@@ -370,14 +370,14 @@ class MostPopularScorer:
     def from_split(cls, split: Any) -> "MostPopularScorer":
         """Count over ``split.train`` with ``split.num_items`` items.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return cls(split.train, split.num_items)
 
     def scores(self, input_ids: Tensor) -> Tensor:
         """``(B, num_items + 1)`` popularity counts (column 0 is ``-inf``).
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return self.counts.to(input_ids.device).expand(input_ids.shape[0], -1)
 
@@ -385,7 +385,7 @@ class MostPopularScorer:
 class RandomScorer:
     """Uniformly random scores: the chance-level baseline.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Reproducible: two
+    Introduced in chapter 2. Reproducible: two
     scorers with the same ``seed`` produce the same sequence of scores.
 
     Parameters
@@ -402,7 +402,7 @@ class RandomScorer:
     def scores(self, input_ids: Tensor) -> Tensor:
         """``(B, num_items + 1)`` uniform scores in ``[0, 1)`` (column 0 is ``-inf``).
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         s = torch.rand(input_ids.shape[0], self.num_items + 1, generator=self.generator)
         s[:, 0] = float("-inf")

@@ -1,6 +1,6 @@
 """The layers SASRec is built from: capture points, causal self-attention and the pre-LN transformer block.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["HookPoint", "CausalSelfAttention", "TransformerBlock"]
 class HookPoint(nn.Module):
     """Identity module marking a named place on the residual stream.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Forward hooks
+    Introduced in chapter 3. Forward hooks
     registered on it (see :mod:`seqsae_lib.model.capture`) can read or replace the
     state flowing through it, like TransformerLens' ``HookPoint``.
 
@@ -41,7 +41,7 @@ class HookPoint(nn.Module):
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention built on ``scaled_dot_product_attention``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -92,7 +92,7 @@ class CausalSelfAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm transformer block.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     ``x + Dropout(Attn(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` where
     ``FFN = Linear(d, d_ff) -> act -> Dropout -> Linear(d_ff, d)``.
 

@@ -1,6 +1,6 @@
 """Ranking metrics for one held-out target per user.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 Every metric takes the **0-based rank** ``r`` of each user's held-out item in
 that user's ranked list (``r = 0`` means it was recommended first) and is
@@ -55,7 +55,7 @@ def _reduce(values: np.ndarray, reduce: Reduce) -> float | np.ndarray:
 def hit_rate_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
     """Hit rate (HR@k, recall@k with one target): ``1[r < k]``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``.
+    Introduced in chapter 2. Range ``[0, 1]``.
 
     Parameters
     ----------
@@ -76,7 +76,7 @@ hr_at_k = hit_rate_at_k
 def ndcg_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
     """Normalised discounted cumulative gain: ``1[r < k] / log2(r + 2)``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``:
+    Introduced in chapter 2. Range ``[0, 1]``:
     rank 0 gives 1, rank 2 gives ``1/log2(4) = 0.5``, rank ``>= k`` gives 0.
     With a single relevant item the ideal DCG is 1, so DCG equals NDCG.
 
@@ -96,7 +96,7 @@ def ndcg_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndar
 def mrr_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
     """Mean reciprocal rank, truncated: ``1[r < k] / (r + 1)``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``.
+    Introduced in chapter 2. Range ``[0, 1]``.
 
     Parameters
     ----------
@@ -114,7 +114,7 @@ def mrr_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarr
 def coverage_at_k(top_items: Any, num_items: int) -> float:
     """Catalogue coverage: fraction of items in at least one user's top-k list.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb). Range ``[0, 1]``:
+    Introduced in chapter 2. Range ``[0, 1]``:
     ``|union_u topk(u)| / num_items``. ``k`` is the width of ``top_items``.
 
     Parameters

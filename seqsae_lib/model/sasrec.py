@@ -1,6 +1,6 @@
 """SASRec: a causal, pre-LayerNorm transformer for next-item recommendation.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 
 Conventions used throughout the library
 ---------------------------------------
@@ -37,7 +37,7 @@ __all__ = [
 class UnknownCapturePointError(KeyError, ValueError):
     """Raised when a capture point name does not exist in the model.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). It subclasses
+    Introduced in chapter 3. It subclasses
     both :class:`KeyError` and :class:`ValueError` so either can be caught.
     """
 
@@ -48,7 +48,7 @@ class UnknownCapturePointError(KeyError, ValueError):
 class SASRec(nn.Module):
     """Self-attentive sequential recommender (Kang & McAuley, 2018), pre-LN variant.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Architecture: item embedding (``num_items + 1`` rows, row 0 = padding,
     kept at zero) plus learned right-aligned positional embedding, optional
@@ -133,7 +133,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def from_config(cls, config: SASRecConfig) -> "SASRec":
         """Build a freshly initialised model from a :class:`SASRecConfig`.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         if not isinstance(config, SASRecConfig):
             raise TypeError(f"expected a SASRecConfig, got {type(config).__name__}")
@@ -143,7 +143,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def config(self) -> SASRecConfig:
         """The :class:`SASRecConfig` this model was built with.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         return self._config
 
@@ -152,7 +152,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def capture_points(self) -> tuple[str, ...]:
         """Names of the capture points in forward order.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb):
+        Introduced in chapter 3:
         ``("embed", "block_0", ..., "block_{n_layers-1}", "final")``.
         """
         return self._capture_points
@@ -160,7 +160,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def hook_point(self, name: str) -> HookPoint:
         """Return the identity :class:`HookPoint` module for capture point ``name``.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Raises
         ------
@@ -240,7 +240,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def forward(self, input_ids: Tensor) -> Tensor:
         """Final hidden states for left-padded item ids.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
 
         Parameters
         ----------
@@ -262,7 +262,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def forward_from(self, name: str, hidden: Tensor, input_ids: Tensor) -> Tensor:
         """Continue the forward pass from a state at capture point ``name``.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb), to steer at an
+        Introduced in chapter 5, to steer at an
         inner layer from cached states.
 
         ``hidden`` is treated exactly as if the forward pass had produced it at
@@ -306,7 +306,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def score(self, final_hidden: Tensor) -> Tensor:
         """Tied-head logits over all item ids.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
 
         Parameters
         ----------
@@ -330,7 +330,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def last_hidden(self, input_ids: Tensor) -> Tensor:
         """Final hidden state at the last (most recent) position.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
 
         Returns
         -------
@@ -357,7 +357,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
     def scores(self, input_ids: Tensor) -> Tensor:
         """Next-item scores for each sequence (the *scorer* protocol).
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb); this is what
+        Introduced in chapter 2; this is what
         :func:`seqsae_lib.model.evaluation.evaluate` calls.
 
         Returns

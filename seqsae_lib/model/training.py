@@ -1,6 +1,6 @@
 """Training SASRec with full-softmax cross-entropy and early stopping.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+Introduced in chapter 2.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = ["TrainConfig", "History", "train_sasrec", "sequence_loss"]
 class TrainConfig:
     """Optimisation settings for :func:`train_sasrec`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     max_epochs: int = 200
@@ -131,7 +131,7 @@ class TrainConfig:
 class History:
     """What happened during :func:`train_sasrec`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
     """
 
     epochs: list[int] = field(default_factory=list)
@@ -161,7 +161,7 @@ class History:
         """One row per epoch: ``train_loss``, ``seconds``, ``train_seconds`` and
         ``val_<metric>`` columns (NaN where not validated), indexed by epoch.
 
-        Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+        Introduced in chapter 2.
         """
         rows = []
         for e, loss, sec, tsec, vm in zip(
@@ -180,7 +180,7 @@ def sequence_loss(
 ) -> tuple[Tensor, int]:
     """Mean full-softmax cross-entropy over all non-padding positions.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -241,7 +241,7 @@ def _check_split(split: SplitLike, model: SASRec) -> None:
 def train_sasrec(model: SASRec, split: SplitLike, config: TrainConfig | None = None) -> History:
     """Train ``model`` in place on ``split.train``; validate on ``split.valid_*``.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Loss: full-softmax cross-entropy over the whole catalogue at every
     non-padding position of every training sequence (a target at every

@@ -1,6 +1,6 @@
 """Sparse autoencoders on a recommender's hidden states: collect, train, measure, save.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 Modules: :mod:`~seqsae_lib.sae.config` (SAEConfig, dead latents), :mod:`~seqsae_lib.sae.autoencoder` (the
 module), :mod:`~seqsae_lib.sae.sparsity` (TopK, BatchTopK), :mod:`~seqsae_lib.sae.normalization` (input

@@ -1,6 +1,6 @@
 """Collecting hidden states of a recommender into an activation store.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 A sparse autoencoder is trained on a table of activation vectors: one row per (user, position), taken
 at one capture point of the model (``"embed"``, ``"block_0"``, ..., ``"final"``). This module produces
@@ -87,7 +87,7 @@ def collect_activations(
 ) -> ActivationStore:
     """Run the model over every sequence and store the state at each non-padding position.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). See the module docstring for what a row means.
+    Introduced in chapter 3. See the module docstring for what a row means.
 
     The model runs in eval mode without gradients (its previous mode is restored); the forward pass is
     cut short right after ``capture_point``. The output is preallocated (positions are counted first)

@@ -1,6 +1,6 @@
 """Sparse autoencoders (SAEs) on stored activation vectors.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 An SAE rewrites an activation vector ``x`` (width ``d_in``) as a sparse, non-negative combination of
 ``d_sae`` learned directions (the rows of the decoder):
@@ -55,7 +55,7 @@ __all__ = ["SAEOutput", "SparseAutoencoder"]
 class SAEOutput:
     """What :meth:`SparseAutoencoder.forward` returns.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Losses are computed in the SAE's internal units (inputs multiplied by ``input_scale``), so that they
     are comparable between models; ``x_hat`` is in the units of the input.
@@ -86,7 +86,7 @@ class SAEOutput:
 class SparseAutoencoder(nn.Module):
     """A sparse autoencoder with TopK, BatchTopK or ReLU+L1 latents.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -144,21 +144,21 @@ class SparseAutoencoder(nn.Module):
 
     @property
     def d_in(self) -> int:
-        """Input width (``config.d_in``). Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """Input width (``config.d_in``). Introduced in chapter 3."""
         return self.config.d_in
 
     @property
     def capture_point(self) -> str | None:
         """Where in the recommender this SAE reads (``config.capture_point``); ``None`` if not recorded.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         return self.config.capture_point
 
     def check_capture_point(self, capture_point: str | None) -> str:
         """The capture point to use with this SAE: its own, which ``capture_point`` (if given) must equal.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Raises
         ------
@@ -180,16 +180,16 @@ class SparseAutoencoder(nn.Module):
 
     @property
     def d_sae(self) -> int:
-        """Number of latents (``config.d_sae``). Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """Number of latents (``config.d_sae``). Introduced in chapter 3."""
         return self.config.d_sae
 
     @property
     def device(self) -> torch.device:
-        """Device of the parameters. Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """Device of the parameters. Introduced in chapter 3."""
         return self.W_dec.device
 
     def extra_repr(self) -> str:
-        """Shown by ``repr(sae)``. Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """Shown by ``repr(sae)``. Introduced in chapter 3."""
         c = self.config
         extra = f", k={c.k}" if c.kind != "relu" else f", l1_coefficient={c.l1_coefficient}"
         return f"kind={c.kind!r}, d_in={c.d_in}, d_sae={c.d_sae}{extra}"
@@ -221,7 +221,7 @@ class SparseAutoencoder(nn.Module):
     def encode_pre(self, x: Tensor) -> Tensor:
         """Pre-activations ``(s x - b_dec) W_enc + b_enc``.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------
@@ -244,7 +244,7 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Latent activations ``z`` (non-negative, sparse).
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         For ``"batchtopk"`` the result depends on the mode: in training mode the rows of ``x`` share a
         budget of ``k * n`` active latents (and the running ``threshold`` estimate is updated); in eval
@@ -271,7 +271,7 @@ class SparseAutoencoder(nn.Module):
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The non-zero latents of 2-D ``x`` as ``(rows, latents, values)``, without a dense code matrix.
 
-        Introduced in chapter 4 (chapters/04_features.ipynb), where every stored state is encoded once.
+        Introduced in chapter 4, where every stored state is encoded once.
 
         Equal to ``z = encode(x); rows, latents = z.nonzero(as_tuple=True); values = z[rows, latents]``
         (same order: by row, then latent), but for a TopK SAE it never builds the ``(n, d_sae)`` matrix:
@@ -306,7 +306,7 @@ class SparseAutoencoder(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Reconstruction ``(z W_dec + b_dec) / s`` from latent activations, in input units.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------
@@ -329,7 +329,7 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
         """Encode, decode and compute the training losses.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------

@@ -1,6 +1,6 @@
 """What an SAE is: its configuration, the sparsifying activations it offers and the definition of a dead latent.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 Dead latents have one definition everywhere in the library (:func:`is_dead`): a latent is *dead* if it
 fires on fewer than one in ``dead_after`` vectors. During training this is "has not fired in the last
@@ -32,7 +32,7 @@ SAEKind = Literal["topk", "batchtopk", "relu"]
 class SAEConfig:
     """Architecture and loss settings of a :class:`~seqsae_lib.sae.autoencoder.SparseAutoencoder`.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -130,7 +130,7 @@ class SAEConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         return asdict(self)
 
@@ -138,7 +138,7 @@ class SAEConfig:
     def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
         """Rebuild a config from :meth:`to_dict`'s output.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Raises
         ------
@@ -157,7 +157,7 @@ class SAEConfig:
 def is_dead(vectors_since_fired: Tensor, dead_after: int) -> Tensor:
     """The library's single definition of a dead latent, for training-time counters.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Downstream fidelity: how much of the recommender survives when an SAE replaces its hidden state.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 Reconstruction metrics (FVU, cosine) say how close ``x_hat`` is to ``x``; they do not say whether the
 *recommendations* survive. Here the SAE is spliced into the model at its capture point: during the
@@ -98,7 +98,7 @@ def next_item_cross_entropy(
 ) -> float | np.ndarray:
     """Full-softmax cross-entropy of each user's target given the state at the last position.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). The softmax runs over all real items
+    Introduced in chapter 3. The softmax runs over all real items
     ``1..num_items`` (the padding column is excluded) and, unlike the ranking metrics, already-seen
     items are *not* filtered: this is the quantity the model was trained to minimise. Any
     :func:`splice` (or :func:`~seqsae_lib.model.capture.intervene`) active around the call applies.
@@ -192,7 +192,7 @@ class _SplicedScorer:
 class FidelityResult:
     """What :func:`downstream_fidelity` returns: the summary table and the per-user data behind it.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Shown as its table in a notebook; compared by
+    Introduced in chapter 3. Shown as its table in a notebook; compared by
     identity (``eq=False``).
     """
 
@@ -217,7 +217,7 @@ class FidelityResult:
     def per_user(self, metric: str = "NDCG") -> pd.DataFrame:
         """One row per user (input order), one column per condition.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------
@@ -270,7 +270,7 @@ def downstream_fidelity(
 ) -> FidelityResult:
     """Ranking quality and cross-entropy with the SAE spliced in, next to the four references.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). See the module docstring for the conditions and
+    Introduced in chapter 3. See the module docstring for the conditions and
     the fraction-recovered formula. One model pass per condition gives both the ranks (through
     :func:`~seqsae_lib.model.evaluation.evaluate`: full catalogue, seen items filtered, ties by item id) and
     the cross-entropy (full softmax, seen items not filtered).
@@ -379,7 +379,7 @@ def downstream_fidelity(
 def fidelity_per_user(result: FidelityResult, metric: str = "NDCG") -> pd.DataFrame:
     """Per-user values behind a :func:`downstream_fidelity` result, for paired comparisons.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). The same as ``result.per_user(metric)``.
+    Introduced in chapter 3. The same as ``result.per_user(metric)``.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Checking the tensors an SAE reads: activation vectors and latent codes.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["check_vectors"]
 def check_vectors(x: object, width: int, what: str, *, like: Tensor, check_finite: bool = True) -> Tensor:
     """Return ``x`` on ``like``'s device and dtype if it is a floating tensor ``(..., width)`` (finite by default).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). ``what`` names the argument in messages:
+    Introduced in chapter 3. ``what`` names the argument in messages:
     ``"activations"`` (last dimension ``d_in``) or ``"latents"`` (last dimension ``d_sae``).
 
     Raises

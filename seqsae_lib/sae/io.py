@@ -1,6 +1,6 @@
 """Saving and loading SAEs, and checking that a saved SAE belongs to the model at hand.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 An SAE is two files side by side, written and read by the same helpers as SASRec checkpoints
 (:func:`seqsae_lib.utils.fileio.save_module` / :func:`~seqsae_lib.utils.fileio.load_module`):
@@ -44,21 +44,21 @@ FORMAT_VERSION = 1
 class SAEFileError(ValueError):
     """A saved SAE is missing, truncated, corrupt or inconsistent.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
 
 
 class SAEMetadataMismatchError(SAEFileError):
     """A saved SAE's metadata differs from what the caller expected (e.g. another capture point).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
 
 
 def sae_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Return ``(<stem>.pt, <stem>.json)``; a trailing ``.pt``/``.json`` on the stem is dropped.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
     return paired_paths(path_stem)
 
@@ -68,7 +68,7 @@ def save_sae(
 ) -> tuple[Path, Path]:
     """Write ``<stem>.pt`` (weights and buffers) and ``<stem>.json`` (config + metadata) atomically.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Each file is written to a temporary file in the same directory and moved into place with
     ``os.replace``; the JSON records the SHA-256 of the weights, so a truncated or mismatched pair is
@@ -119,7 +119,7 @@ def load_sae(
 ) -> SparseAutoencoder:
     """Rebuild an SAE (of class ``cls``) written by :func:`save_sae`, checking it is the one expected.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -185,7 +185,7 @@ def _recorded_sasrec_sha256(sae: SparseAutoencoder) -> str | None:
 def check_sae_matches_model(sae: SparseAutoencoder, model: nn.Module) -> None:
     """Refuse an SAE made for another SASRec than ``model``, when its metadata says which one.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). A saved SAE records the weights hash of the
+    Introduced in chapter 5. A saved SAE records the weights hash of the
     SASRec it was trained on (``"sasrec_weights_sha256"``, see
     :func:`seqsae_lib.experiments.pretrained.sae_provenance`); :func:`seqsae_lib.experiments.pretrained.load_pretrained_sae`
     checks it against the checkpoint file. This is the same check for a model in memory: its hash is

@@ -1,6 +1,6 @@
 """Reconstruction-side metrics of sparse autoencoders: FVU, L0, cosine, feature density, dead/dense latents.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 These metrics look only at activations and their reconstructions; how well the recommender still works
 when its hidden states are replaced by SAE reconstructions (downstream fidelity) is measured elsewhere.
@@ -66,7 +66,7 @@ def _pair(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
 def fvu(x: Tensor, x_hat: Tensor) -> float:
     """Fraction of variance unexplained: ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     The denominator is the total variance of ``x`` around its per-dimension mean, i.e. the error of the
     best constant prediction. Range: 0 is a perfect reconstruction; 1 is as bad as always predicting the
@@ -96,7 +96,7 @@ def fvu(x: Tensor, x_hat: Tensor) -> float:
 def l0(z: Tensor) -> float:
     """Mean number of active (non-zero) latents per vector.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -115,7 +115,7 @@ def l0(z: Tensor) -> float:
 def cosine_similarity(x: Tensor, x_hat: Tensor, eps: float = 1e-8) -> float:
     """Mean over vectors of the cosine similarity between ``x`` and ``x_hat``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -135,7 +135,7 @@ def cosine_similarity(x: Tensor, x_hat: Tensor, eps: float = 1e-8) -> float:
 def feature_density(z: Tensor) -> Tensor:
     """Firing frequency of each latent: the fraction of vectors on which it is > 0.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -157,7 +157,7 @@ def dead_fraction(
 ) -> float:
     """Fraction of dead latents: those firing on fewer than one in ``dead_after`` vectors.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     This is the library's single definition of a dead latent (the trainer's "not fired in the last
     ``dead_after`` training vectors", :func:`seqsae_lib.sae.config.is_dead`), applied to a fixed set of
@@ -194,7 +194,7 @@ def dead_fraction(
 def dense_fraction(density: Tensor, threshold: float = DEFAULT_DENSE_THRESHOLD) -> float:
     """Fraction of latents firing on more than ``threshold`` of the vectors (default 10 %).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Dense latents rarely mean one thing; many of them is a warning sign (too large ``k``, or a constant
     direction in the data the decoder bias did not absorb).
@@ -220,7 +220,7 @@ def dense_fraction(density: Tensor, threshold: float = DEFAULT_DENSE_THRESHOLD) 
 class DensityHistogram:
     """Histogram of log10 firing frequencies, as returned by :func:`density_histogram`.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
 
     log10_density: np.ndarray
@@ -242,7 +242,7 @@ class DensityHistogram:
 def density_histogram(density: Tensor, bins: int = 50, min_log10: float | None = None) -> DensityHistogram:
     """Data for the classic log-density histogram of SAE latents.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------
@@ -296,7 +296,7 @@ def evaluate_reconstruction(
 ) -> dict[str, Any]:
     """Reconstruction metrics of an SAE over a set of activation vectors, in batches.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     The SAE runs in eval mode (so a BatchTopK SAE uses its inference threshold); its previous mode is
     restored afterwards. Sums are accumulated in float64, so the result does not depend on

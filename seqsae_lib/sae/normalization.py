@@ -1,6 +1,6 @@
 """The input scale and the decoder geometry of an SAE: data-dependent initialisation, folding, hygiene.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 Everything here changes an SAE's weights or buffers in place, without training:
 
@@ -39,7 +39,7 @@ __all__ = [
 def init_input_scale(sae: SparseAutoencoder, x_sample: Tensor) -> float:
     """Set ``input_scale`` so that ``input_scale * x`` has mean squared norm ``d_in`` on the sample.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Called by the trainer when
+    Introduced in chapter 3. Called by the trainer when
     ``config.normalize_input``; call before :func:`init_b_dec`.
 
     Parameters
@@ -67,7 +67,7 @@ def init_b_dec(
 ) -> Tensor:
     """Initialise ``b_dec`` to the geometric median (default) or the mean of a data sample.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     The geometric median (the point minimising the summed Euclidean distance to the sample) is the
     choice of Gao et al. (2024) and Anthropic; it is computed in the SAE's internal units (after
@@ -109,7 +109,7 @@ def init_b_dec(
 def set_decoder_norm_to_unit_norm(sae: SparseAutoencoder) -> None:
     """Rescale every decoder row to unit Euclidean norm (in place).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). The trainer calls it after each optimiser step
+    Introduced in chapter 3. The trainer calls it after each optimiser step
     when ``config.unit_norm_decoder``. This changes the model's outputs unless the rows already have
     unit norm; to rescale without changing outputs use :func:`fold_decoder_norms`.
     """
@@ -120,7 +120,7 @@ def set_decoder_norm_to_unit_norm(sae: SparseAutoencoder) -> None:
 def remove_gradient_parallel_to_decoder_directions(sae: SparseAutoencoder) -> None:
     """Project out of ``W_dec.grad`` the component parallel to each decoder row (in place).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Called by the trainer between ``backward`` and
+    Introduced in chapter 3. Called by the trainer between ``backward`` and
     the optimiser step, so that the step moves rows along the unit sphere rather than lengthening
     them. Does nothing if there is no gradient.
     """
@@ -135,7 +135,7 @@ def remove_gradient_parallel_to_decoder_directions(sae: SparseAutoencoder) -> No
 def fold_normalization(sae: SparseAutoencoder) -> None:
     """Fold ``input_scale`` into the weights, so the SAE reads raw activations with ``input_scale = 1``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Reconstructions are unchanged (up to float rounding). Latent activations are divided by the old
     scale ``s`` (``b_enc``, ``b_dec`` and the BatchTopK threshold are divided by ``s``; ``W_enc`` and
@@ -154,7 +154,7 @@ def fold_normalization(sae: SparseAutoencoder) -> None:
 def fold_decoder_norms(sae: SparseAutoencoder) -> None:
     """Give every decoder row unit norm without changing the model's outputs (``kind="relu"`` only).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Row ``i`` is divided by its norm ``n_i`` while encoder column ``i`` and ``b_enc[i]`` are multiplied
     by ``n_i``, so ``z_i`` grows by ``n_i`` and ``z_i W_dec[i]`` stays the same. For ``"topk"`` and
@@ -180,7 +180,7 @@ def fold_decoder_norms(sae: SparseAutoencoder) -> None:
 def calibrate_threshold(sae: SparseAutoencoder, activations: Tensor, batch_size: int = 4096) -> float:
     """Set the BatchTopK inference threshold from data (Bussmann et al. 2024).
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Splits ``activations`` into batches of ``batch_size`` (a shorter last batch is skipped when there
     are full ones), applies the training-time BatchTopK selection to each and sets ``threshold`` to

@@ -1,6 +1,6 @@
 """The sparsifying activations of an SAE: TopK, BatchTopK and ReLU, from pre-activations to latent codes.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 Each function takes 2-D pre-activations ``(n, d_sae)`` and returns the dense codes ``z`` plus, where a
 sparse decode applies, ``(indices, values, offsets)`` for :func:`torch.nn.functional.embedding_bag`
@@ -22,7 +22,7 @@ SparseCode = tuple[Tensor, Tensor, "Tensor | None"]
 def topk_codes(pre: Tensor, k: int) -> tuple[Tensor, SparseCode]:
     """TopK (Gao et al. 2024): the ``k`` largest pre-activations of each row, ReLU'd.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
     vals, idx = pre.topk(k, dim=-1, sorted=False)
     vals = F.relu(vals)
@@ -33,7 +33,7 @@ def topk_codes(pre: Tensor, k: int) -> tuple[Tensor, SparseCode]:
 def threshold_codes(pre: Tensor, threshold: Tensor) -> Tensor:
     """BatchTopK at inference: each latent fires where its pre-activation exceeds ``threshold``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
     return pre * (pre > threshold)
 
@@ -41,7 +41,7 @@ def threshold_codes(pre: Tensor, threshold: Tensor) -> Tensor:
 def batchtopk_codes(pre: Tensor, k: int, threshold: Tensor, momentum: float) -> tuple[Tensor, SparseCode]:
     """BatchTopK in training (Bussmann et al. 2024): the ``k * n`` largest pre-activations of the batch, ReLU'd.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Rows share the budget. The running inference
+    Introduced in chapter 3. Rows share the budget. The running inference
     ``threshold`` (a scalar buffer, negative until set) is updated in place with the smallest kept positive
     activation (exponential average with ``momentum``).
     """

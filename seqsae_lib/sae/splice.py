@@ -1,6 +1,6 @@
 """Splicing: putting an SAE's reconstruction (or an ablation) in place of the model's hidden state.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 :func:`splice` replaces the state at a capture point during forward passes run inside a ``with`` block:
 by the SAE's reconstruction (with or without the error term), by the zero vector or by a mean state.
@@ -35,7 +35,7 @@ SPLICE_MODES: tuple[str, ...] = ("sae", "sae+error", "zero", "mean")
 def resolve_capture_point(model: nn.Module, sae: Any, capture_point: str | None) -> str:
     """Where to splice: the SAE's own capture point (``capture_point``, if given, must equal it), else ``capture_point``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -60,7 +60,7 @@ def resolve_capture_point(model: nn.Module, sae: Any, capture_point: str | None)
 def check_sae_width(model: nn.Module, sae: Any, capture_point: str) -> SparseAutoencoder:
     """Return ``sae`` if it is an SAE that reads vectors as wide as ``model``'s states.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -83,7 +83,7 @@ def check_sae_width(model: nn.Module, sae: Any, capture_point: str) -> SparseAut
 def check_mean(model: nn.Module, mean: Any) -> Tensor:
     """Return ``mean`` as a detached tensor if it is a finite float vector of width ``model.d_model``.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -118,7 +118,7 @@ def splice(
 ) -> Iterator[None]:
     """Replace the state at ``capture_point`` during forward passes run inside the ``with`` block.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Built on :func:`seqsae_lib.model.capture.intervene`.
+    Introduced in chapter 3. Built on :func:`seqsae_lib.model.capture.intervene`.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The activation store: hidden states at one capture point, one row per (user, position), with metadata.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 :class:`ActivationStore` holds the vectors an SAE trains on with what is needed to interpret a row later:
 whose sequence it came from, where in the sequence, which item the model had just read and which came
@@ -37,14 +37,14 @@ META_ARRAYS = ("user", "position", "input_item", "next_item")
 class ActivationFileError(ValueError):
     """A saved activation store is missing, truncated, corrupt or inconsistent.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
 
 
 def activation_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Return ``(<stem>.npz, <stem>.json)``; a trailing ``.npz``/``.json`` on the stem is dropped.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
     """
     return paired_paths(path_stem, ".npz")
 
@@ -53,7 +53,7 @@ def activation_paths(path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 class ActivationStore:
     """Activation vectors at one capture point, one row per (user, position), with aligned metadata.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Built by :func:`collect_activations`; rows are
+    Introduced in chapter 3. Built by :func:`collect_activations`; rows are
     ordered by user, then by position (chronologically).
 
     Raises
@@ -109,14 +109,14 @@ class ActivationStore:
 
     @property
     def d_model(self) -> int:
-        """Width of the stored vectors. Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """Width of the stored vectors. Introduced in chapter 3."""
         return int(self.acts.shape[1])
 
     @property
     def is_last(self) -> np.ndarray:
         """``(n,)`` bool: the row is its user's last stored position (the state used to recommend).
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         out = np.ones(len(self), dtype=bool)
         if len(self) > 1:
@@ -132,7 +132,7 @@ class ActivationStore:
     def to_frame(self) -> pd.DataFrame:
         """The metadata as a table (no activations), one row per stored vector, in row order.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Returns
         -------
@@ -155,7 +155,7 @@ class ActivationStore:
     def subset(self, mask_or_index: Any) -> ActivationStore:
         """A new store with the selected rows (metadata kept aligned).
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------
@@ -205,7 +205,7 @@ class ActivationStore:
     def mean(self) -> Tensor:
         """``(d_model,)`` mean activation (accumulated in float64), e.g. for mean ablation.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Raises
         ------
@@ -221,7 +221,7 @@ class ActivationStore:
     def save(self, path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``<stem>.npz`` (arrays) and ``<stem>.json`` (capture point, fingerprint, info) atomically.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb). The JSON records the SHA-256 of the ``.npz``,
+        Introduced in chapter 3. The JSON records the SHA-256 of the ``.npz``,
         so :meth:`load` detects a truncated or mismatched pair. Parent folders are created.
 
         Returns
@@ -257,7 +257,7 @@ class ActivationStore:
     def load(cls, path_stem: str | os.PathLike[str], *, capture_point: str | None = None) -> ActivationStore:
         """Read a store written by :meth:`save`.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
 
         Parameters
         ----------

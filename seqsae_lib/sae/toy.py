@@ -1,6 +1,6 @@
 """A toy of superposition: vectors built from more sparse "atoms" than dimensions, with a known answer.
 
-Introduced in chapter 3 (``chapters/03_sae.ipynb``). Each vector is a positive combination of a few of
+Introduced in chapter 3. Each vector is a positive combination of a few of
 ``n_atoms`` random unit atoms in ``d`` dimensions (``n_atoms > d``: the atoms cannot all be orthogonal,
 they are in *superposition*), plus an offset and a little noise. A sparse autoencoder should find the
 atoms as its decoder rows; :func:`atom_recovery` measures how well it did.
@@ -19,7 +19,7 @@ def sparse_dictionary_data(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(x, atoms)``: ``n`` vectors of width ``d`` and the ``(n_atoms, d)`` unit atoms behind them.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``). Every vector uses between ``active[0]`` and
+    Introduced in chapter 3. Every vector uses between ``active[0]`` and
     ``active[1]`` distinct atoms with magnitudes uniform in ``[0.5, 1.5)``.
     """
     lo, hi = active
@@ -39,7 +39,7 @@ def sparse_dictionary_data(
 def atom_recovery(atoms: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """For every true atom, the best cosine similarity with any of ``directions`` (rows), in ``[-1, 1]``.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``). Pass ``sae.W_dec`` to score an SAE.
+    Introduced in chapter 3. Pass ``sae.W_dec`` to score an SAE.
     """
     if atoms.shape[1] != directions.shape[1]:
         raise ValueError(f"atoms have width {atoms.shape[1]}, directions {directions.shape[1]}")

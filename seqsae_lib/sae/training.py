@@ -1,6 +1,6 @@
 """Training sparse autoencoders on stored activation tensors.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb).
+Introduced in chapter 3.
 
 :func:`train_sae` follows the common recipe of SAE libraries (Gao et al. 2024; SAELens;
 dictionary_learning): data-dependent initialisation of the input scale and of ``b_dec``; Adam with a linear
@@ -60,7 +60,7 @@ def train_sae(
 ) -> tuple[SparseAutoencoder, SAEHistory]:
     """Train a sparse autoencoder on a tensor of stored activation vectors.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Steps: estimate the input scale (if ``sae_config.normalize_input``) and ``b_dec`` on a seeded sample;
     then, per step, compute the dead mask from the per-latent counters, run the SAE (AuxK receives the
@@ -257,7 +257,7 @@ def train_sae_grid(
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[tuple[int, int], SparseAutoencoder]]:
     """Train one SAE per (dictionary size, k) and tabulate the sparsity-fidelity frontier.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb). Each SAE is trained with ``train_config`` (its own
+    Introduced in chapter 3. Each SAE is trained with ``train_config`` (its own
     progress bar is switched off; one bar runs over the grid) and evaluated with
     :func:`~seqsae_lib.sae.metrics.evaluate_reconstruction` on ``eval_activations`` (default: the
     training activations).

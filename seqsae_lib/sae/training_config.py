@@ -1,6 +1,6 @@
 """The settings and the log of SAE training: :class:`SAETrainConfig`, :class:`SAEHistory` and the schedule.
 
-Introduced in chapter 3 (chapters/03_sae.ipynb). The training loop that reads them is
+Introduced in chapter 3. The training loop that reads them is
 :func:`seqsae_lib.sae.training.train_sae`.
 """
 
@@ -21,7 +21,7 @@ __all__ = ["SAETrainConfig", "SAEHistory", "lr_factor"]
 class SAETrainConfig:
     """Optimisation settings for :func:`train_sae`.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -101,7 +101,7 @@ class SAETrainConfig:
             check_int("num_threads", self.num_threads, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-able dict. Introduced in chapter 3 (chapters/03_sae.ipynb)."""
+        """The fields as a JSON-able dict. Introduced in chapter 3."""
         d = asdict(self)
         d["adam_betas"] = list(self.adam_betas)
         return d
@@ -111,7 +111,7 @@ class SAETrainConfig:
 class SAEHistory:
     """Metrics logged by :func:`train_sae`, one entry per logged step.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     ``loss``, ``mse``, ``aux_loss``, ``l1_loss``, ``fvu`` and ``l0`` are averages over the training batches
     since the previous entry; ``dead_fraction`` and ``lr`` are the values at the logged step.
@@ -159,7 +159,7 @@ class SAEHistory:
     def to_frame(self) -> pd.DataFrame:
         """The per-step metrics as a DataFrame indexed by ``step``.
 
-        Introduced in chapter 3 (chapters/03_sae.ipynb).
+        Introduced in chapter 3.
         """
         cols = ["step", "vectors", "epoch", "loss", "mse", "aux_loss", "l1_loss", "fvu", "l0", "dead_fraction", "lr"]
         return pd.DataFrame({c: getattr(self, c) for c in cols}).set_index("step")
@@ -168,7 +168,7 @@ class SAEHistory:
 def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_start: float) -> float:
     """Learning-rate multiplier at a (0-based) step: linear warm-up, constant, linear decay to zero.
 
-    Introduced in chapter 3 (chapters/03_sae.ipynb).
+    Introduced in chapter 3.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Steering recommendations with SAE latents: edits, concepts, latent selection, evaluation, live sliders.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 * :mod:`~seqsae_lib.steering.edits`: latent edits (:class:`LatentEdit`) and what they do to a state;
 * :mod:`~seqsae_lib.steering.latent_steering` / :mod:`~seqsae_lib.steering.vector_steering`: the steering objects;

@@ -1,6 +1,6 @@
 """The methods a steering is compared with, each a function ``strength -> intervention``.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 Baselines, all evaluated the same way: :func:`rerank_baseline` (add ``strength`` to the scores of concept
 items), :func:`hidden_dim_baseline` (push the raw hidden dimensions most associated with the concept),
@@ -44,7 +44,7 @@ __all__ = [
 class Rerank:
     """Post-hoc re-ranking: add ``bonus[i]`` to every user's score of item ``i``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb) as the simplest baseline: no model internals,
+    Introduced in chapter 5 as the simplest baseline: no model internals,
     just ``scores + strength * concept_weight``.
     """
 
@@ -59,7 +59,7 @@ class Rerank:
         object.__setattr__(self, "bonus", b.detach())
 
     def apply_scores(self, scores: Tensor) -> Tensor:
-        """``scores + bonus`` (padding column stays ``-inf``). Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """``scores + bonus`` (padding column stays ``-inf``). Introduced in chapter 5."""
         if scores.shape[-1] != self.bonus.shape[0]:
             raise ValueError(f"scores have {scores.shape[-1]} columns but the bonus has {self.bonus.shape[0]}")
         return scores + self.bonus.to(scores)
@@ -107,7 +107,7 @@ class _Baseline:
 def rerank_baseline(concept: Concept) -> Callable[[float], Rerank]:
     """Post-hoc re-ranking: ``strength -> Rerank(strength * concept weights)``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). ``strength`` is a bonus in logit units added
+    Introduced in chapter 5. ``strength`` is a bonus in logit units added
     to every concept item's score.
     """
     concept = check_concept(concept)
@@ -120,7 +120,7 @@ def hidden_dim_baseline(
 ) -> Callable[[float], VectorSteering]:
     """Push the ``n_dims`` raw hidden dimensions most associated with the concept.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Association of dimension ``j``: the
+    Introduced in chapter 5. Association of dimension ``j``: the
     standardised difference ``(mean_C x_j - mean_rest x_j) / std x_j`` between positions whose next item
     has the concept and the others (weighted by the concept weight), over the store's positions with a
     known next item. The ``n_dims`` dimensions with the largest ``|association|`` are pushed in the sign
@@ -154,7 +154,7 @@ def mean_difference_baseline(
 ) -> Callable[[float], VectorSteering]:
     """A steering vector: mean state before concept items minus mean state before other items.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Over the store's positions with a known next
+    Introduced in chapter 5. Over the store's positions with a known next
     item, weighted by the concept weight of that next item; normalised to unit norm, so ``strength`` is
     the length of the push in state units. Steers at ``store.capture_point``.
     """
@@ -184,7 +184,7 @@ def random_latent_baseline(
 ) -> Callable[[float], Steering]:
     """``add`` along one random SAE latent (seeded): what steering with an arbitrary feature does.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). With ``codes``, the latent is drawn among
+    Introduced in chapter 5. With ``codes``, the latent is drawn among
     latents that fire at least ``min_fires`` times (a dead latent is a poor control). Steers at the SAE's
     capture point (``capture_point`` only for an SAE that records none).
     """
@@ -220,7 +220,7 @@ def sae_method(
 ) -> Callable[[float], Steering]:
     """The SAE method: ``strength -> concept_steering(concept, strength, latents, sae, ...)``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Steers at the SAE's capture point
+    Introduced in chapter 5. Steers at the SAE's capture point
     (``capture_point`` only for an SAE that records none).
     """
     concept = check_concept(concept)
@@ -250,7 +250,7 @@ def steering_methods(
     """The SAE method and the four baselines at ``store.capture_point``, ready for
     :func:`~seqsae_lib.steering.evaluation.evaluate_methods`.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Keys: ``"SAE latents"``, ``"re-ranking"``,
+    Introduced in chapter 5. Keys: ``"SAE latents"``, ``"re-ranking"``,
     ``"hidden dims"``, ``"mean difference"``, ``"random latent"``.
 
     Raises

@@ -1,6 +1,6 @@
 """Concepts built from the catalogue's item metadata: genres, decades, year ranges, popularity, any attribute.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb). Each function returns a
+Introduced in chapter 5. Each function returns a
 :class:`~seqsae_lib.steering.concepts.Concept`; :func:`get_concept` finds one by name (``"Comedy"``,
 ``"1970s"``, ``"popular"``, ``"long_tail"``) and :func:`known_concepts` lists the names a data set offers.
 """
@@ -45,7 +45,7 @@ def _nonempty(concept: Concept, hint: str) -> Concept:
 def genre_concept(seq_data: SequenceData, genre: str) -> Concept:
     """Items of one genre (on synthetic data: one planted topic).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). The name is matched exactly, then
+    Introduced in chapter 5. The name is matched exactly, then
     case-insensitively (``"comedy"`` finds ``"Comedy"``).
 
     Raises
@@ -83,7 +83,7 @@ def _decades(seq_data: SequenceData) -> list[int]:
 def decade_concept(seq_data: SequenceData, decade: int | str) -> Concept:
     """Items released in one decade: ``decade_concept(seq_data, 1970)`` or ``(seq_data, "1970s")``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Items without a release year are not in it.
+    Introduced in chapter 5. Items without a release year are not in it.
 
     Raises
     ------
@@ -118,7 +118,7 @@ def decade_concept(seq_data: SequenceData, decade: int | str) -> Concept:
 def year_range_concept(seq_data: SequenceData, start: int | None = None, end: int | None = None) -> Concept:
     """Items released in ``[start, end)`` (either bound may be open), e.g. older classics: ``end=1970``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Items without a release year are not in it.
+    Introduced in chapter 5. Items without a release year are not in it.
 
     Raises
     ------
@@ -158,7 +158,7 @@ def popularity_concept(
 ) -> Concept:
     """The popular head of the catalogue, or its long tail.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Items are ranked by popularity (number of
+    Introduced in chapter 5. Items are ranked by popularity (number of
     interactions, ``seq_data.items["popularity"]``; ties by ascending id); the *head* is the
     ``ceil(quantile * num_items)`` most popular items. ``"popular"`` is the head, ``"long_tail"`` every
     other item (with the default 0.2: the top 20 % of items versus the remaining 80 %).
@@ -195,7 +195,7 @@ def attribute_concept(
 ) -> Concept:
     """Any item attribute: weight ``predicate(value)`` of every item's ``seq_data.items[column]``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Missing values (NA) get weight 0.
+    Introduced in chapter 5. Missing values (NA) get weight 0.
 
     Examples
     --------
@@ -232,7 +232,7 @@ def attribute_concept(
 def known_concepts(seq_data: SequenceData) -> list[str]:
     """Concept names :func:`get_concept` understands for this data: genres, decades, popularity buckets.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
     seq_data = _check_seq_data(seq_data)
     names = [g for g in seq_data.genre_names if seq_data.item_genres[:, list(seq_data.genre_names).index(g)].any()]
@@ -244,7 +244,7 @@ def known_concepts(seq_data: SequenceData) -> list[str]:
 def get_concept(seq_data: SequenceData, name: str | Concept) -> Concept:
     """A concept by name: a genre (``"Comedy"``), a decade (``"1970s"``), ``"popular"`` or ``"long_tail"``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). A :class:`Concept` is returned unchanged.
+    Introduced in chapter 5. A :class:`Concept` is returned unchanged.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Concepts over the catalogue (genres, decades, popularity): which items "have" a concept.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 A :class:`Concept` is a weight per item, ``item_mask`` of shape ``(num_items + 1,)`` (row 0 is padding and
 always 0): 1 for items that have the concept, 0 for items that do not, or anything in between for a soft
@@ -27,7 +27,7 @@ __all__ = ["Concept", "UnknownConceptError", "check_concept"]
 class UnknownConceptError(KeyError, ValueError):
     """A concept name (genre, decade, popularity bucket) that the data does not have.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Subclasses ``KeyError`` and ``ValueError``.
+    Introduced in chapter 5. Subclasses ``KeyError`` and ``ValueError``.
     """
 
     def __str__(self) -> str:
@@ -43,7 +43,7 @@ class UnknownConceptError(KeyError, ValueError):
 class Concept:
     """A weight in ``[0, 1]`` for every item: which items "have" the concept.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ class Concept:
     def as_tensor(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The weights as a new ``(num_items + 1,)`` tensor (``item_mask`` itself is read-only).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         return torch.tensor(self.item_mask, dtype=dtype)
 
@@ -122,7 +122,7 @@ class Concept:
     def share(self, top_items: Any, *, reduce: Literal["mean", "none"] = "mean") -> float | np.ndarray:
         """Concept share of recommendation lists: mean weight of the recommended items.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
 
         Parameters
         ----------
@@ -145,7 +145,7 @@ class Concept:
     def contrast(self) -> np.ndarray:
         """``(num_items + 1,)`` vector ``c`` with ``c @ logits`` = weighted mean over concept items minus over the rest.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb); the promotion of :func:`latent_promotion`.
+        Introduced in chapter 5; the promotion of :func:`latent_promotion`.
         Row 0 is 0.
 
         Raises
@@ -178,7 +178,7 @@ class Concept:
 def check_concept(concept: Any, num_items: int | None = None) -> Concept:
     """Return ``concept`` if it is a :class:`Concept` (for a catalogue of ``num_items`` items, if given).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb); the one concept check of the steering code.
+    Introduced in chapter 5; the one concept check of the steering code.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Edits of SAE latents and what they do to a hidden state (the arithmetic behind every steering).
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 A *steering* says how to change the residual stream at one capture point of a
 :class:`~seqsae_lib.model.sasrec.SASRec` before the rest of the network (and the tied scoring head) runs. A
@@ -86,7 +86,7 @@ Positions = Literal["last", "all"]
 def finite_number(name: str, value: Any) -> float:
     """:func:`~seqsae_lib.utils.checks.check_float` that also accepts a one-element tensor (a strength, a value).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
@@ -97,7 +97,7 @@ def finite_number(name: str, value: Any) -> float:
 class LatentEdit:
     """One edit of one SAE latent: ``op`` in :data:`OPS` with a ``value``.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). The meaning of each operation is in the module
+    Introduced in chapter 5. The meaning of each operation is in the module
     docstring of :mod:`seqsae_lib.steering.edits`. The latent id is checked against an SAE when the edit is put
     into a :class:`~seqsae_lib.steering.latent_steering.Steering`.
 
@@ -151,7 +151,7 @@ class LatentEdit:
 def add_vector(sae: SparseAutoencoder, edits: Sequence[LatentEdit]) -> Tensor:
     """Sum of the ``"add"`` edits as one ``(d_in,)`` vector (zeros if there are none).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
     adds = [e for e in edits if e.op == "add" and e.value != 0.0]
     if not adds:
@@ -166,7 +166,7 @@ def edit_delta(
 ) -> Tensor:
     """``(n, d)`` change of the states ``x`` (real rows, no padding) under ``edits``, in order.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb): the arithmetic of the module docstring (the SAE's
+    Introduced in chapter 5: the arithmetic of the module docstring (the SAE's
     error term is kept; ``"add"`` edits are summed and applied after the code edits). ``latent_std``
     (:func:`preactivation_std`) is needed by ``"shift_z"`` edits. The SAE is used in eval mode.
     """
@@ -232,7 +232,7 @@ def preactivation_std(
 ) -> Tensor:
     """Per-latent standard deviation of the SAE's pre-activations over stored states.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb); the unit of ``"shift_z"`` edits.
+    Introduced in chapter 5; the unit of ``"shift_z"`` edits.
 
     Parameters
     ----------

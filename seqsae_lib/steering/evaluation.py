@@ -1,6 +1,6 @@
 """Measuring steering: concept share against accuracy cost over a grid of strengths, on fixed users.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 A *method* is a function ``strength -> intervention``; the intervention is a
 :class:`~seqsae_lib.steering.latent_steering.Steering` (SAE latents), a
@@ -81,7 +81,7 @@ GRID_COLUMNS: tuple[str, ...] = (
 class SteeringDetails:
     """Per-user results of a grid, for paired comparisons and plots.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
 
     strengths: np.ndarray
@@ -101,7 +101,7 @@ class SteeringDetails:
 class SteeringEvaluator:
     """Evaluate interventions on one fixed set of users, reusing cached states across strengths and methods.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). :func:`evaluate_steering` and
+    Introduced in chapter 5. :func:`evaluate_steering` and
     :func:`evaluate_methods` are thin wrappers around it.
 
     Parameters
@@ -173,7 +173,7 @@ class SteeringEvaluator:
     def cache(self, capture_point: str) -> list[SteeringCache]:
         """The per-batch :class:`~seqsae_lib.steering.scoring.SteeringCache` objects at ``capture_point`` (built once).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         if capture_point not in self._caches:
             self.model.hook_point(capture_point)  # UnknownCapturePointError listing the valid names
@@ -215,7 +215,7 @@ class SteeringEvaluator:
     def reference(self) -> tuple[EvalResult, np.ndarray]:
         """``(EvalResult, top_items)`` of the unsteered model (computed once).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         if self._reference is None:
             self._reference = self._run(None)
@@ -234,7 +234,7 @@ class SteeringEvaluator:
     ) -> pd.DataFrame | tuple[pd.DataFrame, SteeringDetails]:
         """One method over a grid of strengths: see :func:`evaluate_steering`.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). ``method`` names the method in the table's
+        Introduced in chapter 5. ``method`` names the method in the table's
         ``method`` column (default: the ``name`` of a method from :mod:`seqsae_lib.steering.baselines`, else ``""``).
         """
         if not callable(steering_fn):
@@ -319,7 +319,7 @@ def evaluate_steering(
 ) -> pd.DataFrame | tuple[pd.DataFrame, SteeringDetails]:
     """Concept share and accuracy cost of one steering method over a grid of strengths.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Columns: :data:`GRID_COLUMNS` (defined in the
+    Introduced in chapter 5. Columns: :data:`GRID_COLUMNS` (defined in the
     module docstring); one row per strength, in grid order.
 
     Parameters
@@ -383,7 +383,7 @@ def evaluate_methods(
 ) -> dict[str, pd.DataFrame]:
     """:func:`evaluate_steering` for several methods on the same users, sharing the cached states.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). ``strengths`` is one grid for every method or
+    Introduced in chapter 5. ``strengths`` is one grid for every method or
     a dict ``method -> grid`` (methods have different units: a re-ranking bonus is in logits, a steering
     vector in state units). Each table's ``method`` column holds its key. The result feeds
     :func:`~seqsae_lib.steering.tradeoffs.share_at_equal_cost`.

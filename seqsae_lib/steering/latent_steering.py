@@ -1,6 +1,6 @@
 """Steering with SAE latents: :class:`Steering`, a set of latent edits at the SAE's capture point.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 A :class:`Steering` is a value object: an SAE, a tuple of :class:`~seqsae_lib.steering.edits.LatentEdit`
 (what each operation does is in :mod:`seqsae_lib.steering.edits`), the positions it edits and a label. It
@@ -63,7 +63,7 @@ def _pairs(latents: Any, values: Any, what: str) -> list[tuple[int, Any]]:
 class Steering:
     """A set of SAE latent edits applied at one capture point.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Immutable; build it with the class-method
+    Introduced in chapter 5. Immutable; build it with the class-method
     constructors (:meth:`add`, :meth:`set`, :meth:`scale`, :meth:`ablate`, :meth:`shift_z`,
     :meth:`identity`) and combine with ``a + b`` or :meth:`combine`. Apply it with
     :func:`~seqsae_lib.steering.scoring.steer`, :func:`~seqsae_lib.steering.scoring.steered_scores` or
@@ -159,7 +159,7 @@ class Steering:
     def identity(
         cls, sae: SparseAutoencoder, positions: Positions = "last", *, capture_point: str | None = None
     ) -> Steering:
-        """The empty steering (changes nothing). Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """The empty steering (changes nothing). Introduced in chapter 5."""
         return cls(sae, (), positions, capture_point=capture_point)
 
     @classmethod
@@ -167,7 +167,7 @@ class Steering:
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
     ) -> Steering:
-        """Add ``value * W_dec[latent] / s`` for each latent. Introduced in chapter 5 (chapters/05_steering.ipynb).
+        """Add ``value * W_dec[latent] / s`` for each latent. Introduced in chapter 5.
 
         ``values`` is one number (used for every latent) or one per latent.
         """
@@ -178,7 +178,7 @@ class Steering:
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
     ) -> Steering:
-        """Clamp each latent's activation to ``value``. Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """Clamp each latent's activation to ``value``. Introduced in chapter 5."""
         return cls._make("set", sae, latents, values, positions, label=label, capture_point=capture_point)
 
     @classmethod
@@ -186,7 +186,7 @@ class Steering:
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
     ) -> Steering:
-        """Multiply each latent's activation by ``value``. Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """Multiply each latent's activation by ``value``. Introduced in chapter 5."""
         return cls._make("scale", sae, latents, values, positions, label=label, capture_point=capture_point)
 
     @classmethod
@@ -194,7 +194,7 @@ class Steering:
         cls, sae: SparseAutoencoder, latents: int | Sequence[int],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
     ) -> Steering:
-        """Set each latent's activation to 0. Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """Set each latent's activation to 0. Introduced in chapter 5."""
         return cls._make("ablate", sae, latents, 0.0, positions, label=label, capture_point=capture_point)
 
     @classmethod
@@ -204,7 +204,7 @@ class Steering:
     ) -> Steering:
         """Shift each latent's pre-activation by ``value`` standard deviations (PopSteer-style).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). ``latent_std`` comes from
+        Introduced in chapter 5. ``latent_std`` comes from
         :func:`~seqsae_lib.steering.edits.preactivation_std`.
         """
         return cls._make("shift_z", sae, latents, values, positions, latent_std, label, capture_point)
@@ -215,7 +215,7 @@ class Steering:
     def combine(*steerings: Steering, label: str | None = None) -> Steering:
         """Concatenate the edits of several steerings (same SAE, capture point and positions).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). ``Steering.combine(more_comedy, less_horror)``
+        Introduced in chapter 5. ``Steering.combine(more_comedy, less_horror)``
         is the same as ``more_comedy + less_horror``; edits keep their order.
 
         Raises
@@ -284,7 +284,7 @@ class Steering:
         return all(e.is_noop for e in self.edits)
 
     def to_frame(self) -> pd.DataFrame:
-        """The edits as a table (``latent, op, value``). Introduced in chapter 5 (chapters/05_steering.ipynb)."""
+        """The edits as a table (``latent, op, value``). Introduced in chapter 5."""
         return pd.DataFrame(
             {"latent": [e.latent for e in self.edits], "op": [e.op for e in self.edits],
              "value": [e.value for e in self.edits]},
@@ -299,7 +299,7 @@ class Steering:
     def add_vector(self) -> Tensor:
         """Sum of the ``"add"`` edits as one ``(d_in,)`` vector (zeros if there are none).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         return add_vector(self.sae, self.edits)
 
@@ -308,7 +308,7 @@ class Steering:
     def apply(self, states: Tensor) -> Tensor:
         """Steer every non-padding row of ``states`` (shape ``(..., d_in)``) and return the new tensor.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). Position selection is the caller's job
+        Introduced in chapter 5. Position selection is the caller's job
         (:func:`~seqsae_lib.steering.scoring.steer` and :class:`~seqsae_lib.steering.scoring.SteeringCache` pass only the last position for ``positions="last"``).
         An identity steering returns ``states`` itself. The SAE is used in eval mode (its mode is
         restored).

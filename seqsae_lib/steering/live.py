@@ -1,6 +1,6 @@
 """Steering one user's recommendations live: the engine behind the steering widget and its static fallback.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 :class:`LiveSteering` holds what does not change while a reader moves sliders: the model, the SAE, the
 latents chosen for each concept (:func:`seqsae_lib.steering.selection.select_latents`) and, per user, a
@@ -47,7 +47,7 @@ LATENT_PREFIX = "latent:"
 class Recommendations:
     """One steered top-k list for one user, compared with the unsteered list.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
 
     user: int
@@ -71,7 +71,7 @@ class Recommendations:
 class LiveSteering:
     """Steer one user's top-k with concept and latent sliders, reusing the cached hidden state.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Parameters
     ----------
@@ -149,7 +149,7 @@ class LiveSteering:
     def user_ids(self) -> list[int]:
         """The original (MovieLens) user ids, in internal index order.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb); the steering widget's id box reads its range.
+        Introduced in chapter 5; the steering widget's id box reads its range.
         """
         return list(self._user_ids)
 
@@ -189,7 +189,7 @@ class LiveSteering:
     def active_latents(self, user: int, n: int = 3) -> pd.DataFrame:
         """The user's ``n`` most active latents at the last position, with labels (for latent sliders).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         cache, _, _ = self._user(user)
         state = cache.state if cache.state.ndim == 2 else cache.state[:, -1]
@@ -205,7 +205,7 @@ class LiveSteering:
     def steering(self, strengths: Mapping[str, float]) -> Steering:
         """One :class:`~seqsae_lib.steering.latent_steering.Steering` from slider values (concept names or ``"latent:<id>"``).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). Concept sliders use
+        Introduced in chapter 5. Concept sliders use
         :func:`~seqsae_lib.steering.selection.concept_steering` (rule ``"add"``); a latent slider adds its value along
         that latent's decoder direction.
 
@@ -236,7 +236,7 @@ class LiveSteering:
     def recommend(self, user: int, strengths: Mapping[str, float] | None = None) -> Recommendations:
         """The user's steered top-k, what changed, concept shares and overlap.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). Zero strengths give exactly the unsteered
+        Introduced in chapter 5. Zero strengths give exactly the unsteered
         list (the SAE's error term is kept).
 
         Raises
@@ -272,7 +272,7 @@ class LiveSteering:
     def explain(self, user: int, item: int, strengths: Mapping[str, float] | None = None) -> Explanation:
         """Why ``item`` scores as it does for ``user`` under the given sliders: exact per-feature parts.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb). Only at the final capture point, where the
+        Introduced in chapter 5. Only at the final capture point, where the
         decomposition is exact (:func:`seqsae_lib.interpret.explain.explain_final`); the steered state is explained,
         so a concept slider's latents show up among the contributions.
 
@@ -296,7 +296,7 @@ class LiveSteering:
 def before_after_grid(live: LiveSteering, user: int, concept: str, strengths: Sequence[float]) -> pd.DataFrame:
     """The user's top-k for each strength of one concept slider: a static stand-in for the widget.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Returns
     -------

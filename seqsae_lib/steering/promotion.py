@@ -1,6 +1,6 @@
 """The write side of latent selection: how much a latent's decoder direction promotes a concept's items.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb); used by
+Introduced in chapter 5; used by
 :func:`seqsae_lib.steering.selection.select_latents`.
 
 * **write side (causal, decides the order)**: what adding one unit of the latent's decoder direction
@@ -58,7 +58,7 @@ def latent_promotion(
 ) -> pd.DataFrame:
     """How much each latent's decoder direction promotes the concept's items over the others.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb); the write side of :func:`select_latents`
+    Introduced in chapter 5; the write side of :func:`select_latents`
     (definitions in the module docstring).
 
     Parameters

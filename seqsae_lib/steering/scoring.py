@@ -1,6 +1,6 @@
 """Running steered models: next-item scores under a steering, by hooks or from cached states.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 * :func:`steer` (context manager, built on :func:`seqsae_lib.model.capture.intervene`) steers every forward
   pass inside the ``with`` block; :func:`steered_scores` is a one-liner around it;
@@ -37,7 +37,7 @@ __all__ = ["check_sae_fits", "steer", "steered_scores", "SteeringCache", "cached
 def check_sae_fits(model: Any, sae: Any, capture_point: str | None = None) -> str:
     """The capture point where ``sae`` reads ``model``, after checking that it can.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). The capture point is the SAE's own
+    Introduced in chapter 5. The capture point is the SAE's own
     (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.check_capture_point`; ``capture_point`` is only
     needed for an SAE that does not record one, and must match otherwise).
 
@@ -79,7 +79,7 @@ def _check_against_model(model: nn.Module, steering: StateSteering) -> None:
 def steer(model: nn.Module, steering: StateSteering | None) -> Iterator[None]:
     """Steer every forward pass of ``model`` run inside the ``with`` block.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Built on :func:`seqsae_lib.model.capture.intervene`
+    Introduced in chapter 5. Built on :func:`seqsae_lib.model.capture.intervene`
     at ``steering.capture_point`` with ``steering.positions``; it also applies to
     :meth:`~seqsae_lib.model.sasrec.SASRec.forward_from` started at that capture point. The SAE is put in eval
     mode inside the block (its mode is restored). ``None`` steers nothing.
@@ -112,7 +112,7 @@ def steer(model: nn.Module, steering: StateSteering | None) -> Iterator[None]:
 def steered_scores(model: nn.Module, steering: StateSteering | None, input_ids: Tensor) -> Tensor:
     """Next-item scores ``(B, num_items + 1)`` of the steered model (the hook path).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). The model runs in eval mode without gradients
+    Introduced in chapter 5. The model runs in eval mode without gradients
     (its mode is restored). ``steering=None`` gives the unsteered scores.
     """
     check_model(model, scores=True)
@@ -123,7 +123,7 @@ def steered_scores(model: nn.Module, steering: StateSteering | None, input_ids: 
 class SteeringCache:
     """The fast path: compute the state at a capture point once, then score many steerings cheaply.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb), for the interactive widget and for strength
+    Introduced in chapter 5, for the interactive widget and for strength
     grids (:func:`seqsae_lib.steering.evaluation.evaluate_steering`).
 
     * At ``"final"`` only the ``(B, d)`` last states are kept; a steering costs an edit of those rows
@@ -179,7 +179,7 @@ class SteeringCache:
     def final_states(self, steering: StateSteering | None = None) -> Tensor:
         """``(B, d)`` final states at the last position under ``steering`` (``None``: unsteered).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         if steering is None or steering.is_identity:
             if steering is not None:
@@ -195,7 +195,7 @@ class SteeringCache:
     def scores(self, steering: StateSteering | None = None) -> Tensor:
         """``(B, num_items + 1)`` scores under ``steering``; column 0 is ``-inf``.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         with torch.no_grad():
             return self.model.score(self.final_states(steering))  # type: ignore[operator]
@@ -232,7 +232,7 @@ def _final_last(
 def cached_last_state(model: nn.Module, input_ids: Tensor, capture_point: str) -> Tensor:
     """The state a steering needs, computed once: the function form of :class:`SteeringCache`.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Returns
     -------
@@ -258,7 +258,7 @@ def scores_from_state(
 ) -> Tensor:
     """Scores ``(B, num_items + 1)`` from a :func:`cached_last_state` result, optionally steered.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). At ``"final"`` this is
+    Introduced in chapter 5. At ``"final"`` this is
     ``model.score(steering.apply(state))``: a few small matrix products, no transformer pass.
 
     Raises

@@ -1,6 +1,6 @@
 """Choosing the SAE latents that steer towards a concept, and turning them into a steering.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb).
+Introduced in chapter 5.
 
 Choosing latents to steer with (:func:`select_latents`)
 -------------------------------------------------------
@@ -58,7 +58,7 @@ def concept_lift(
 ) -> pd.DataFrame:
     """Activation-weighted concept share of the next item where each latent fires, and its lift.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb); the read side of :func:`select_latents`.
+    Introduced in chapter 5; the read side of :func:`select_latents`.
     Positions with an unknown next item (``next_item == 0``) are left out.
 
     Returns
@@ -122,7 +122,7 @@ def select_latents(
 ) -> pd.DataFrame:
     """The ``n`` latents to steer with towards ``concept``, by the documented rule.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). The rule (see the module docstring): candidates
+    Introduced in chapter 5. The rule (see the module docstring): candidates
     are latents that fire at least ``min_fires`` times with a concept lift of at least ``min_lift`` (only
     when ``codes`` and ``store`` are given); they are ranked by ``score = specificity``, the promotion of
     concept items over the other items by the latent's decoder direction, divided by the spread of the
@@ -227,7 +227,7 @@ def concept_steering(
 ) -> Steering:
     """A :class:`~seqsae_lib.steering.latent_steering.Steering` that pushes towards (``strength > 0``) or away from a concept.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Every latent gets the same edit:
+    Introduced in chapter 5. Every latent gets the same edit:
 
     * ``rule="add"``: ``add`` ``strength`` (state units along each unit-norm decoder direction);
     * ``rule="shift_z"``: shift each latent's pre-activation by ``strength`` standard deviations
@@ -263,6 +263,6 @@ def concept_steering(
 def combine(*steerings: Steering) -> Steering:
     """Combine steerings, e.g. ``combine(more_comedy, less_horror, older)``: :meth:`Steering.combine`.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
     """
     return Steering.combine(*steerings)

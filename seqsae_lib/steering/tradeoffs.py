@@ -1,6 +1,6 @@
 """Summarising steering results: list diversity (Gini, Jaccard), Pareto fronts and equal-cost tables.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb). :func:`gini` and :func:`jaccard_at_k` are list metrics
+Introduced in chapter 5. :func:`gini` and :func:`jaccard_at_k` are list metrics
 of :func:`~seqsae_lib.steering.evaluation.evaluate_steering`'s table; :func:`pareto_front` and
 :func:`share_at_equal_cost` compare the tables of several methods at the same accuracy cost.
 """
@@ -21,7 +21,7 @@ __all__ = ["gini", "jaccard_at_k", "pareto_front", "share_at_equal_cost"]
 def gini(counts: Any) -> float:
     """Gini index of non-negative counts (e.g. how often each item is recommended).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). ``0`` when every entry is equal, ``(n-1)/n``
+    Introduced in chapter 5. ``0`` when every entry is equal, ``(n-1)/n``
     when one entry holds everything; ``NaN`` for an all-zero or empty input.
     """
     x = np.sort(np.asarray(counts, dtype=np.float64).ravel())
@@ -37,7 +37,7 @@ def gini(counts: Any) -> float:
 def jaccard_at_k(a: Any, b: Any, *, reduce: Literal["mean", "none"] = "mean") -> float | np.ndarray:
     """Per-row Jaccard overlap ``|A & B| / |A | B|`` of two ``(n, k)`` recommendation lists.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Duplicates within a row are counted once.
+    Introduced in chapter 5. Duplicates within a row are counted once.
     """
     x, y = np.asarray(a), np.asarray(b)
     if x.ndim != 2 or x.shape != y.shape:
@@ -65,7 +65,7 @@ def pareto_front(
 ) -> pd.DataFrame:
     """Rows of a grid not dominated by another row (lower or equal cost and strictly better gain).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Defaults: ``cost = "NDCG@k_drop"``,
+    Introduced in chapter 5. Defaults: ``cost = "NDCG@k_drop"``,
     ``gain = "share@k"``; ``maximize=False`` when steering *away* from a concept (lower share is better).
     Returned sorted by cost.
     """
@@ -99,7 +99,7 @@ def share_at_equal_cost(
 ) -> pd.DataFrame:
     """The concept share each method reaches for a given NDCG@k drop.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Each method's curve is its grid ordered by ``|strength|``, starting from the unsteered point (cost 0,
     the unsteered share of the ``reference_share@k`` column) when the grid has no strength 0, and joined by

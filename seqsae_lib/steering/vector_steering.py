@@ -1,6 +1,6 @@
 """Steering with a plain vector: :class:`VectorSteering` adds a fixed vector to the state at a capture point.
 
-Introduced in chapter 5 (chapters/05_steering.ipynb), for the baselines that do not use an SAE (raw hidden
+Introduced in chapter 5, for the baselines that do not use an SAE (raw hidden
 dimensions, mean-difference vectors; :mod:`seqsae_lib.steering.baselines`). :data:`StateSteering` is
 anything :mod:`seqsae_lib.steering.scoring` can run.
 """
@@ -25,7 +25,7 @@ __all__ = ["VectorSteering", "StateSteering"]
 class VectorSteering:
     """Add a fixed vector to the state at one capture point (no SAE involved).
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb) for the baselines of
+    Introduced in chapter 5 for the baselines of
     :mod:`seqsae_lib.steering.baselines` (mean-difference vectors, raw hidden dimensions). Works everywhere a
     :class:`~seqsae_lib.steering.latent_steering.Steering` does (:mod:`seqsae_lib.steering.scoring`).
 
@@ -70,7 +70,7 @@ class VectorSteering:
     ) -> VectorSteering:
         """``strength`` times ``direction`` (divided by its norm when ``normalize``).
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
 
         Raises
         ------
@@ -122,7 +122,7 @@ class VectorSteering:
     def apply(self, states: Tensor) -> Tensor:
         """Add the vector to every non-padding row of ``(..., d)`` states.
 
-        Introduced in chapter 5 (chapters/05_steering.ipynb).
+        Introduced in chapter 5.
         """
         if not isinstance(states, Tensor) or states.ndim == 0 or states.shape[-1] != self.d_in:
             shape = tuple(states.shape) if isinstance(states, Tensor) else type(states).__name__

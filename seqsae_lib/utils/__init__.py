@@ -1,6 +1,6 @@
 """Utilities every layer may use: argument checks, torch helpers, file pairs, runtime settings, key figures.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 """
 
 from seqsae_lib.utils.checks import check_choice, check_float, check_int, latent_ids

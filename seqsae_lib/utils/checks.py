@@ -1,6 +1,6 @@
 """Argument checks shared by the whole library: one message format for a bad int, number, choice or latent list.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 Every public function checks its arguments on entry and raises ``TypeError`` for a value of the wrong kind
 and ``ValueError`` for a value out of range, naming the argument, what was expected and what was given.
@@ -21,7 +21,7 @@ __all__ = ["check_choice", "check_float", "check_int", "latent_ids"]
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------
@@ -46,7 +46,7 @@ def check_float(
 ) -> float:
     """Return ``value`` as a finite ``float`` in ``[minimum, maximum]`` (``(minimum, ...`` if exclusive).
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------
@@ -70,7 +70,7 @@ def check_float(
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------
@@ -86,7 +86,7 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 def latent_ids(latents: Any, d_sae: int | None = None, *, name: str = "latents") -> list[int]:
     """Normalise a latent argument to a list of latent ids.
 
-    Introduced in chapter 5 (``chapters/05_steering.ipynb``).
+    Introduced in chapter 5.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Small file helpers shared by every save/load in the library: atomic writes, JSON, versions.
 
-Introduced in chapter 2 (``chapters/02_sasrec.ipynb``), where checkpoints are first saved.
+Introduced in chapter 2, where checkpoints are first saved.
 """
 
 from __future__ import annotations

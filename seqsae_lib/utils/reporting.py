@@ -1,6 +1,6 @@
 """Key figures: the numbers a chapter quotes, recorded so that tests can check them with tolerances.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``).
+Introduced in chapter 1.
 
 Floating-point results of torch kernels differ between CPUs (vector width, reduction order) and with the
 number of threads, and a few training steps amplify the differences: the same chapter run on a student's
@@ -40,7 +40,7 @@ LOG_ENV_VAR = "SEQSAE_KEY_FIGURES_LOG"
 class KeyFigureMismatchError(AssertionError):
     """A key figure differs from its recorded reference by more than its measured tolerance.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
 
 
@@ -58,7 +58,7 @@ def _as_number(name: str, value: object) -> float:
 def check_key_figures(values: dict[str, float], reference: dict[str, dict], source: str = "reference") -> None:
     """Compare key figures with reference entries ``{"value": v, "abs_tol": t}``.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Raises
     ------
@@ -82,7 +82,7 @@ def check_key_figures(values: dict[str, float], reference: dict[str, dict], sour
 def key_figures(**values: object) -> None:
     """Record the figures a chapter quotes, by name (tests check them against their references).
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
 
     Parameters
     ----------

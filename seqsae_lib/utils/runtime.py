@@ -1,6 +1,6 @@
 """Runtime helpers: seeding, CPU thread count and device selection.
 
-Introduced in chapter 2 (chapters/02_sasrec.ipynb), where the SASRec model is
+Introduced in chapter 2, where the SASRec model is
 trained reproducibly on a small CPU.
 """
 
@@ -26,7 +26,7 @@ THREADS_ENV_VAR = "SEQSAE_THREADS"
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and PyTorch's random number generators.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -50,7 +50,7 @@ def set_seed(seed: int) -> None:
 def set_threads(n: int | None) -> int:
     """Set the number of CPU threads PyTorch uses for intra-op parallelism.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ def set_threads(n: int | None) -> int:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn a device specification into a :class:`torch.device`.
 
-    Introduced in chapter 2 (chapters/02_sasrec.ipynb).
+    Introduced in chapter 2.
 
     Parameters
     ----------

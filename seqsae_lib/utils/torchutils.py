@@ -1,6 +1,6 @@
 """Small torch helpers shared by the library.
 
-Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+Introduced in chapter 2.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["eval_mode"]
 def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     """Put modules in eval mode for the block and restore each one's own mode afterwards.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    Introduced in chapter 2.
 
     ``None`` entries are skipped, so optional modules (an SAE that may be absent) can be passed as they are.
     The previous mode is restored even if the block raises.

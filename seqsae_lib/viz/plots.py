@@ -1,6 +1,6 @@
 """Figures of the book, labelled and captioned-ready: each function draws on an axis and returns it.
 
-Introduced in chapter 1 (``chapters/01_data.ipynb``); later chapters add their figures here.
+Introduced in chapter 1; later chapters add their figures here.
 The chapters call these so the notebooks keep teaching code, not plotting boilerplate.
 """
 
@@ -46,7 +46,7 @@ def _axis(ax: "Axes | None", size: tuple[float, float] = (6.4, 3.6)) -> "Axes":
 def plot_sequence_lengths(data: "SequenceData", ax: "Axes | None" = None) -> "Axes":
     """Histogram of sequence lengths (log-spaced bins) with the median marked.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     ax = _axis(ax)
     lengths = data.lengths
@@ -68,7 +68,7 @@ def plot_sequence_lengths(data: "SequenceData", ax: "Axes | None" = None) -> "Ax
 def plot_genre_counts(data: "SequenceData", ax: "Axes | None" = None) -> "Axes":
     """Share of items and share of interactions per genre (an item can have several genres).
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     ax = _axis(ax, (6.4, 5.0))
     genres = data.item_genres[1:]
@@ -91,7 +91,7 @@ def plot_split(
 ) -> "Axes":
     """One user's most recent items as a timeline, coloured by their role in the leave-one-out split.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     ax = _axis(ax, (9.0, 3.2))
     seq = data.sequences[user]
@@ -123,7 +123,7 @@ def plot_split(
 def plot_topic_transitions(data: "SequenceData", ax: "Axes | None" = None) -> "Axes":
     """Heatmap of P(next item's topic | current item's topic) for synthetic data with planted topics.
 
-    Introduced in chapter 1 (``chapters/01_data.ipynb``).
+    Introduced in chapter 1.
     """
     import seaborn as sns
 
@@ -148,7 +148,7 @@ def plot_topic_transitions(data: "SequenceData", ax: "Axes | None" = None) -> "A
 def plot_sae_frontier(grid: pd.DataFrame, ax: "Axes | None" = None) -> "Axes":
     """The sparsity-fidelity frontier: FVU against L0, one line per dictionary size, k annotated.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``); ``grid`` comes from
+    Introduced in chapter 3; ``grid`` comes from
     :func:`seqsae_lib.train_sae_grid`.
     """
     ax = _axis(ax)
@@ -169,7 +169,7 @@ def plot_sae_frontier(grid: pd.DataFrame, ax: "Axes | None" = None) -> "Axes":
 def plot_density_histogram(hist: "object", ax: "Axes | None" = None) -> "Axes":
     """Histogram of log10 firing frequencies of SAE latents, never-firing latents noted in the title.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``); ``hist`` comes from
+    Introduced in chapter 3; ``hist`` comes from
     :func:`seqsae_lib.density_histogram`.
     """
     ax = _axis(ax)
@@ -184,7 +184,7 @@ def plot_density_histogram(hist: "object", ax: "Axes | None" = None) -> "Axes":
 def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" = None) -> "np.ndarray":
     """FVU and dead fraction during training, one line per named run (e.g. with and without AuxK).
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    Introduced in chapter 3.
     """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), layout="constrained")
@@ -209,7 +209,7 @@ def _short(title: str, width: int = 38) -> str:
 def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_items: int = 6) -> "Figure":
     """One latent on one figure: what it fires on (genres, decades, activations) and what it promotes.
 
-    Introduced in chapter 4 (``chapters/04_features.ipynb``); ``card`` comes from
+    Introduced in chapter 4; ``card`` comes from
     :meth:`seqsae_lib.interpret.atlas.FeatureAtlas.card`. Panels: the next item's genres where the latent fires
     (activation-weighted share) against their base rate; the same for release decades; the histogram of
     its non-zero activations; the films its decoder direction pushes up and down, and the input films
@@ -260,7 +260,7 @@ def plot_unit_type_comparison(results: "dict[str, pd.DataFrame]", scores: "tuple
                               axes: "np.ndarray | None" = None) -> "np.ndarray":
     """Distribution of monosemanticity scores per unit type (box plots, medians marked).
 
-    Introduced in chapter 4 (``chapters/04_features.ipynb``); ``results`` maps a unit type to
+    Introduced in chapter 4; ``results`` maps a unit type to
     :func:`seqsae_lib.monosemanticity_scores`.
     """
     names = {"auc_next": "best-genre ROC-AUC (next item)", "auc_input": "best-genre ROC-AUC (input item)",
@@ -282,7 +282,7 @@ def plot_unit_type_comparison(results: "dict[str, pd.DataFrame]", scores: "tuple
 def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = None) -> "Axes":
     """Best AUC per planted topic for each unit type, with the recovery threshold.
 
-    Introduced in chapter 4 (``chapters/04_features.ipynb``); values are
+    Introduced in chapter 4; values are
     :func:`seqsae_lib.planted_recovery` outputs.
     """
     ax = _axis(ax)
@@ -308,7 +308,7 @@ def plot_steering_tradeoff(results: "dict[str, pd.DataFrame]", ax: "Axes | None"
                            title: str | None = None, metric: str = "share@{k}") -> "Axes":
     """A list metric (default: concept share@k) against NDCG@k over each method's strength grid.
 
-    Introduced in chapter 5 (``chapters/05_steering.ipynb``); ``results`` maps a method name to
+    Introduced in chapter 5; ``results`` maps a method name to
     :func:`seqsae_lib.evaluate_steering` tables. The unsteered model is the black star; with the default
     metric up and to the right is better. Chapter 6 draws ``metric="popularity@{k}"``, ``"Coverage@{k}"``
     and ``"Gini@{k}"`` (any column of the tables; ``{k}`` is filled in).
@@ -356,7 +356,7 @@ _METRIC_LABELS = {
 def plot_explanation(explanation: "Explanation", n: int = 8, ax: "Axes | None" = None) -> "Axes":
     """Waterfall of one recommendation's score: the ``n`` largest feature parts, the rest, bias and error.
 
-    Introduced in chapter 5 (``chapters/05_steering.ipynb``); ``explanation`` comes from
+    Introduced in chapter 5; ``explanation`` comes from
     :func:`seqsae_lib.interpret.explain.explain_final`. Bars start where the previous one ended, so the last bar
     ends at the model's score.
     """

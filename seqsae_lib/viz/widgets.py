@@ -1,6 +1,6 @@
 """Interactive widgets of the book (ipywidgets, imported only when a widget is built).
 
-Introduced in chapter 4 (chapters/04_features.ipynb). ``import seqsae_lib`` never imports ipywidgets:
+Introduced in chapter 4. ``import seqsae_lib`` never imports ipywidgets:
 this module imports it inside each function, so the library works without it (``pip install ipywidgets``
 or the ``book`` extra to use these). Every widget shows how long its last update took, measured, so a
 reader sees the cost of each interaction.
@@ -21,7 +21,7 @@ __all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipyw
 def require_ipywidgets() -> Any:
     """Import and return ``ipywidgets``, with an actionable message if it is missing.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
     """
     try:
         import ipywidgets
@@ -56,7 +56,7 @@ def _bars(rows: Any, what: str, n: int) -> str:
 def card_html(card: Any, n_items: int = 6) -> str:
     """A feature card as plain HTML: label, frequency, genre and decade bars, promoted and driving films.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb). The fast card of the feature browser (no
+    Introduced in chapter 4. The fast card of the feature browser (no
     figure to render); :func:`seqsae_lib.viz.plots.plot_feature_card` draws the same content as a figure.
     """
     import html
@@ -82,7 +82,7 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
                     figures: bool = False) -> Any:
     """A browser over an SAE's latents: pick one by id, by label search or by genre, see its card.
 
-    Introduced in chapter 4 (chapters/04_features.ipynb).
+    Introduced in chapter 4.
 
     Parameters
     ----------
@@ -180,7 +180,7 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
 def recommendations_html(rec: "Recommendations", concepts: list[str] | None = None) -> str:
     """HTML of a steered top-k: new items highlighted, the items that left, concept shares and overlap.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb). Plain HTML, so it renders in the built book too.
+    Introduced in chapter 5. Plain HTML, so it renders in the built book too.
     """
     import html
 
@@ -212,7 +212,7 @@ def steering_widget(
 ) -> Any:
     """Steer one user's recommendations with sliders: concepts, and the user's own most active features.
 
-    Introduced in chapter 5 (chapters/05_steering.ipynb).
+    Introduced in chapter 5.
 
     Parameters
     ----------

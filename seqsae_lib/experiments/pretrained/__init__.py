@@ -1,6 +1,6 @@
 """The shipped models and the recipes that produce them.
 
-Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+Introduced in chapter 2.
 
 A shipped checkpoint is always produced by a command in this repository: ``scripts/train_sasrec.py``
 trains :data:`SASREC_ML100K` with several seeds, reports the mean and spread, and saves one seed's model
@@ -31,7 +31,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent
 class SASRecRecipe:
     """Everything needed to reproduce a shipped SASRec: data preprocessing, model and training settings.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    Introduced in chapter 2.
     """
 
     name: str
@@ -87,7 +87,7 @@ PRETRAINED_ENV_VAR = "SEQSAE_PRETRAINED"
 def pretrained_stem(name: str = SASREC_ML100K.name) -> Path:
     """Path stem (no suffix) of a shipped checkpoint.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``). The folder is :data:`PRETRAINED_DIR`, unless
+    Introduced in chapter 2. The folder is :data:`PRETRAINED_DIR`, unless
     the environment variable ``SEQSAE_PRETRAINED`` names another one: ``make retrain`` trains every model
     from scratch into such a folder (the scripts save there) and builds the book from it, leaving the
     shipped files untouched.
@@ -99,7 +99,7 @@ def pretrained_stem(name: str = SASREC_ML100K.name) -> Path:
 def load_pretrained_sasrec(fingerprint: dict[str, Any], name: str = SASREC_ML100K.name) -> tuple[SASRec, dict]:
     """Load a shipped SASRec, refusing data preprocessed differently from its training data.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    Introduced in chapter 2.
 
     Parameters
     ----------
@@ -129,7 +129,7 @@ def train_from_recipe(
 ) -> tuple[SASRec, History]:
     """Build and train a SASRec on ``split`` exactly as ``recipe`` says, with one seed.
 
-    Introduced in chapter 2 (``chapters/02_sasrec.ipynb``).
+    Introduced in chapter 2.
     """
     from seqsae_lib.utils.runtime import set_seed
 
@@ -144,7 +144,7 @@ def train_from_recipe(
 class SAERecipe:
     """Everything needed to reproduce a shipped SAE: the SASRec it reads, where, and how it is trained.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    Introduced in chapter 3.
     """
 
     name: str
@@ -176,7 +176,7 @@ SAE_ML100K_FINAL = SAERecipe(
 def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
     """States an SAE is trained on: every position of every user's training window, with metadata.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``). The windows are ``split.train`` (the last
+    Introduced in chapter 3. The windows are ``split.train`` (the last
     ``max_len`` items), so the last position's next item is the validation target; test targets are
     never seen.
     """
@@ -189,7 +189,7 @@ def training_activations(model: SASRec, split: Any, capture_point: str, *, progr
 def sasrec_weights_sha256(name: str = SASREC_ML100K.name) -> str:
     """The sha256 of a shipped SASRec's weights, as recorded beside them.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``). An SAE records the hash of the model it was
+    Introduced in chapter 3. An SAE records the hash of the model it was
     trained on, so a retrained SASRec cannot silently be paired with an SAE made for the old one.
     """
     from seqsae_lib.model.checkpoints import FORMAT, FORMAT_VERSION
@@ -204,7 +204,7 @@ def sasrec_weights_sha256(name: str = SASREC_ML100K.name) -> str:
 def sae_provenance(recipe: "SAERecipe", fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Metadata a shipped SAE must carry: capture point, SASRec name and weights hash, data fingerprint.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``); written by ``scripts/train_sae.py`` and checked
+    Introduced in chapter 3; written by ``scripts/train_sae.py`` and checked
     by :func:`load_pretrained_sae`.
     """
     return {"capture_point": recipe.capture_point, "sasrec": recipe.sasrec,
@@ -214,7 +214,7 @@ def sae_provenance(recipe: "SAERecipe", fingerprint: dict[str, Any]) -> dict[str
 def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" = None) -> Any:
     """Load a shipped SAE, refusing one made for another SASRec, capture point or data.
 
-    Introduced in chapter 3 (``chapters/03_sae.ipynb``).
+    Introduced in chapter 3.
 
     Raises
     ------
@@ -236,7 +236,7 @@ def shipped_pipeline(
 ) -> tuple[SASRec, Any, Any]:
     """The SASRec, its SAE and the SAE's activation store, loaded from the shipped files or retrained.
 
-    Introduced in chapter 4 (``chapters/04_features.ipynb``): the one call behind the setup of chapters
+    Introduced in chapter 4: the one call behind the setup of chapters
     4 and 5 and the benches. With ``retrain=True`` both models are trained from their recipes with
     ``seed`` (minutes); otherwise the shipped files are loaded (checked against ``split.fingerprint``).
 
