@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse executed notebooks already in --out")
     parser.add_argument("--write", action="store_true", help="rewrite chapters/key_figures.json (needs 'native')")
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the kernels run in chapters/
     chapters = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
     if args.chapters:
         chapters = [c for c in chapters if c.name[:2] in args.chapters]
