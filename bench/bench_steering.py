@@ -39,7 +39,7 @@ def main() -> None:
     codes = sl.interpret.latent_activations(sae, store)
     concepts = ["Comedy", "Horror", "Film-Noir", "1970s", "popular"]
     start = time.perf_counter()
-    chosen = {c: sl.select_latents(sl.steering.concepts.get_concept(data, c), sae, model, "final", codes=codes, store=store)
+    chosen = {c: sl.select_latents(sl.steering.get_concept(data, c), sae, model, codes=codes, store=store)
               for c in concepts}
     print(f"threads={args.threads}; latents chosen for {len(concepts)} concepts in {time.perf_counter() - start:.2f} s")
     live = sl.LiveSteering(model, sae, data, split.test_inputs, chosen)
@@ -61,7 +61,7 @@ def main() -> None:
 
     concept = sl.steering.concepts.get_concept(data, args.concept)
     start = time.perf_counter()
-    latents = sl.select_latents(concept, sae, model, "final", codes=codes, store=store)
+    latents = sl.select_latents(concept, sae, model, codes=codes, store=store)
     methods = sl.steering.evaluation.steering_methods(concept, sae, store, latents, codes=codes)
     grids = {name: RERANK_STRENGTHS if name == "re-ranking" else SAE_STRENGTHS for name in methods}
     sl.steering.evaluation.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
