@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import seqsae_lib as sl
-from seqsae_lib import reporting
+from seqsae_lib.utils import reporting
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "chapters" / "key_figures.json"
