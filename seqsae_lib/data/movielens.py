@@ -152,19 +152,12 @@ def load_movielens(
     if name in SUBSETS:
         subset = resolve_subset_source(name, data_dir, cache_dir=cache_dir, download=download)
         ratings, items, genre_names, multi_hot, users, verified = read_ml1m_subset(subset, name, verify=verify)
-        return RatingsData(
-            name=name,
-            interactions=ratings,
-            items=items,
-            genre_names=genre_names,
-            item_genres=multi_hot,
-            users=users,
-            source=subset.data_source(SUBSETS[name], verified),
-            description=DESCRIPTIONS[name],
-        )
-    source = resolve_source(name, data_dir, cache_dir=cache_dir, download=download)
-    reader = read_ml100k if name == "ml-100k" else read_ml1m
-    ratings, items, genre_names, multi_hot, users, verified = reader(source.path, verify=verify)
+        data_source = subset.data_source(SUBSETS[name], verified)
+    else:
+        source = resolve_source(name, data_dir, cache_dir=cache_dir, download=download)
+        reader = read_ml100k if name == "ml-100k" else read_ml1m
+        ratings, items, genre_names, multi_hot, users, verified = reader(source.path, verify=verify)
+        data_source = DataSource(source.kind, source.path, verified)
     return RatingsData(
         name=name,
         interactions=ratings,
@@ -172,6 +165,6 @@ def load_movielens(
         genre_names=genre_names,
         item_genres=multi_hot,
         users=users,
-        source=DataSource(source.kind, source.path, verified),
+        source=data_source,
         description=DESCRIPTIONS.get(name, name),
     )

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from seqsae_lib.model.sasrec import SASRec, SASRecConfig
-from seqsae_lib.utils.fileio import check_expected, differences, load_module, paired_paths, save_module, to_jsonable
+from seqsae_lib.utils.fileio import (
+    SavedFileError, check_expected, differences, load_module, paired_paths, save_module, to_jsonable,
+)
 
 __all__ = [
     "CheckpointError",
@@ -37,7 +39,7 @@ FORMAT = "seqsae-sasrec-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SavedFileError):
     """A checkpoint file is corrupt, truncated, inconsistent or incompatible.
 
     Introduced in chapter 2.

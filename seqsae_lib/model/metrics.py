@@ -11,6 +11,7 @@ paired comparisons between models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +53,12 @@ def _reduce(values: np.ndarray, reduce: Reduce) -> float | np.ndarray:
     raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
 
 
+def _truncated(ranks: Any, k: int, reduce: Reduce, gain: Callable[[np.ndarray], np.ndarray]) -> float | np.ndarray:
+    """``gain(r)`` for the users whose 0-based rank ``r`` is below ``k``, 0 for the others; then reduced."""
+    r, k = _ranks(ranks), _k(k)
+    return _reduce(np.where(r < k, gain(r.astype(np.float64)), 0.0), reduce)
+
+
 def hit_rate_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
     """Hit rate (HR@k, recall@k with one target): ``1[r < k]``.
 
@@ -66,8 +73,7 @@ def hit_rate_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.
     reduce : {"mean", "none"}
         Average over users, or return per-user values.
     """
-    r, k = _ranks(ranks), _k(k)
-    return _reduce((r < k).astype(np.float64), reduce)
+    return _truncated(ranks, k, reduce, np.ones_like)
 
 
 hr_at_k = hit_rate_at_k
@@ -88,9 +94,7 @@ def ndcg_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndar
         Cut-off, ``k >= 1``.
     reduce : {"mean", "none"}
     """
-    r, k = _ranks(ranks), _k(k)
-    vals = np.where(r < k, 1.0 / np.log2(r.astype(np.float64) + 2.0), 0.0)
-    return _reduce(vals, reduce)
+    return _truncated(ranks, k, reduce, lambda r: 1.0 / np.log2(r + 2.0))
 
 
 def mrr_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarray:
@@ -106,9 +110,7 @@ def mrr_at_k(ranks: Any, k: int, *, reduce: Reduce = "mean") -> float | np.ndarr
         Cut-off, ``k >= 1``.
     reduce : {"mean", "none"}
     """
-    r, k = _ranks(ranks), _k(k)
-    vals = np.where(r < k, 1.0 / (r.astype(np.float64) + 1.0), 0.0)
-    return _reduce(vals, reduce)
+    return _truncated(ranks, k, reduce, lambda r: 1.0 / (r + 1.0))
 
 
 def coverage_at_k(top_items: Any, num_items: int) -> float:

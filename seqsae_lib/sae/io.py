@@ -26,7 +26,7 @@ from torch import nn
 
 from seqsae_lib.sae.config import SAEConfig
 from seqsae_lib.utils.fileio import (
-    check_expected, load_module, module_weights_sha256, paired_paths, save_module, to_jsonable,
+    SavedFileError, check_expected, load_module, module_weights_sha256, paired_paths, save_module, to_jsonable,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ FORMAT = "seqsae-sae"
 FORMAT_VERSION = 1
 
 
-class SAEFileError(ValueError):
+class SAEFileError(SavedFileError):
     """A saved SAE is missing, truncated, corrupt or inconsistent.
 
     Introduced in chapter 3.

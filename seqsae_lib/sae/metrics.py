@@ -51,6 +51,14 @@ def _as_2d(t: Tensor, what: str, width: int | None = None) -> Tensor:
     return t
 
 
+def _codes(z: Tensor) -> Tensor:
+    """``z`` as a non-empty 2-D ``(n, d_sae)`` code matrix (``TypeError``/``ValueError`` otherwise)."""
+    z = _as_2d(z, "z")
+    if len(z) == 0:
+        raise ValueError("z is empty")
+    return z
+
+
 def _pair(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
     x = _as_2d(x, "x")
     x_hat = _as_2d(x_hat, "x_hat")
@@ -106,9 +114,7 @@ def l0(z: Tensor) -> float:
     -------
     float
     """
-    z = _as_2d(z, "z")
-    if len(z) == 0:
-        raise ValueError("z is empty")
+    z = _codes(z)
     return float((z != 0).sum(dim=1, dtype=torch.float64).mean())
 
 
@@ -146,9 +152,7 @@ def feature_density(z: Tensor) -> Tensor:
     Tensor of float64, shape (d_sae,)
         Values in [0, 1]; they sum to the mean L0.
     """
-    z = _as_2d(z, "z")
-    if len(z) == 0:
-        raise ValueError("z is empty")
+    z = _codes(z)
     return (z > 0).sum(dim=0, dtype=torch.float64).cpu() / len(z)
 
 

@@ -21,10 +21,18 @@ import numpy as np
 import torch
 
 __all__ = [
-    "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
+    "SavedFileError", "atomic_write", "json_default", "to_jsonable", "library_version", "paired_paths", "differences",
     "save_state_with_meta", "load_meta", "load_state", "non_finite_tensors", "state_bytes", "module_weights_sha256",
     "remember_weights_sha256", "check_expected", "save_module", "load_module",
 ]
+
+
+class SavedFileError(ValueError):
+    """A saved weights + JSON pair is missing pieces, truncated, corrupt, inconsistent or incompatible.
+
+    Introduced in chapter 2. The one base of :class:`seqsae_lib.CheckpointError` and
+    :class:`seqsae_lib.SAEFileError`: ``except SavedFileError`` catches a bad file of either kind.
+    """
 
 
 def library_version() -> str:

@@ -60,12 +60,13 @@ SASREC_ML100K = SASRecRecipe(
 )
 """The recipe of the shipped ML-100k model (chosen on validation NDCG@10; see ``scripts/train_sasrec.py``)."""
 
-SASREC_ML1M_U2999 = SASRecRecipe(
+SASREC_ML1M_U2999 = replace(
+    SASREC_ML100K,
     name="sasrec_ml1m_u2999",
     dataset="ml-1m-u2999",
-    sequences={"min_user_interactions": 5, "min_item_interactions": 5, "tie_break": "file"},
-    model={"max_len": 200, "d_model": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.1},
-    train=TrainConfig(max_epochs=200, batch_size=32, lr=2e-3, patience=10, progress=True),
+    sequences=dict(SASREC_ML100K.sequences),
+    model={**SASREC_ML100K.model, "dropout": 0.1},
+    train=replace(SASREC_ML100K.train, batch_size=32),
 )
 """The SASRec recipe for "ml-1m-u2999" (MovieLens-1M, users 1-2,999), chosen on validation NDCG@10 only by
 ``scripts/search_sasrec.py`` (seed 0, 1 thread, each configuration time-boxed to 10-12 minutes): the ML-100k
