@@ -99,7 +99,8 @@ def test_api_and_glossary_pages(html_dir):
 
 @pytest.mark.parametrize("chapter", _chapters())
 def test_chapter_structure(chapter):
-    """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden."""
+    """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden in
+    the book and collapsed in JupyterLab."""
     nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
     cells = nb["cells"]
     opening = "".join(cells[0]["source"])
@@ -126,6 +127,11 @@ def test_chapter_structure(chapter):
         if follow["cell_type"] == "code":
             assert "hide-cell" in follow.get("metadata", {}).get("tags", []), f"{chapter}: solution cell {i + 1} shown"
             assert follow.get("outputs") or follow.get("execution_count"), f"{chapter}: solution cell {i + 1} not executed"
+    for i, cell in enumerate(cells):  # collapsed in JupyterLab and Notebook 7 too, not only in the HTML
+        if "hide-cell" in cell.get("metadata", {}).get("tags", []):
+            folded = cell["metadata"].get("jupyter", {})
+            assert folded.get("source_hidden") is True and folded.get("outputs_hidden") is True, \
+                f"{chapter}: hide-cell cell {i} is not collapsed in Jupyter (metadata jupyter.source_hidden/outputs_hidden)"
 
 
 @pytest.mark.parametrize("chapter", _chapters())
