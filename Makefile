@@ -1,5 +1,6 @@
 # The README's commands. `make book` sets up and builds the book (executing every chapter);
 # `make test` sets up and runs every test (library tests and the executed chapters under nbval).
+# `make lab` sets up and opens the chapters in JupyterLab (offline: export SEQSAE_DATA first, it is passed on).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,18 +16,25 @@ ifneq ($(strip $(THREADS)),)
 export SEQSAE_THREADS := $(THREADS)
 endif
 
-.PHONY: setup test book bench retrain clean-book
+.PHONY: setup test book lab bench retrain clean-book
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -e ".[book,test]"
+	$(BIN)/pip install -e ".[book,test,lab]"
 	touch $@
 
 setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest
+
+# JupyterLab on the chapters, from the venv (its kernel is the venv's Python, so `import seqsae_lib` works).
+# SEQSAE_DATA, SEQSAE_CACHE and SEQSAE_PRETRAINED reach the kernels from the environment of this command;
+# LAB_FLAGS passes options on, e.g. `make lab LAB_FLAGS="--no-browser --port 8899"`.
+LAB_FLAGS ?=
+lab: setup
+	$(if $(SEQSAE_DATA),SEQSAE_DATA="$(SEQSAE_DATA)" ,)$(BIN)/jupyter lab --notebook-dir=chapters $(LAB_FLAGS)
 
 book: setup
 	$(BIN)/jupyter-book build . --toc book/_toc.yml $(BOOK_FLAGS)

@@ -99,7 +99,8 @@ def test_api_and_glossary_pages(html_dir):
 
 @pytest.mark.parametrize("chapter", _chapters())
 def test_chapter_structure(chapter):
-    """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden."""
+    """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden in
+    the book and collapsed in JupyterLab."""
     nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
     cells = nb["cells"]
     opening = "".join(cells[0]["source"])
@@ -126,6 +127,11 @@ def test_chapter_structure(chapter):
         if follow["cell_type"] == "code":
             assert "hide-cell" in follow.get("metadata", {}).get("tags", []), f"{chapter}: solution cell {i + 1} shown"
             assert follow.get("outputs") or follow.get("execution_count"), f"{chapter}: solution cell {i + 1} not executed"
+    for i, cell in enumerate(cells):  # collapsed in JupyterLab and Notebook 7 too, not only in the HTML
+        if "hide-cell" in cell.get("metadata", {}).get("tags", []):
+            folded = cell["metadata"].get("jupyter", {})
+            assert folded.get("source_hidden") is True and folded.get("outputs_hidden") is True, \
+                f"{chapter}: hide-cell cell {i} is not collapsed in Jupyter (metadata jupyter.source_hidden/outputs_hidden)"
 
 
 @pytest.mark.parametrize("chapter", _chapters())
@@ -150,3 +156,25 @@ def test_plotting_boilerplate_is_folded(chapter):
         if cell["cell_type"] == "code" and "plt.subplots" in source:
             tags = set(cell.get("metadata", {}).get("tags", []))
             assert tags & {"hide-input", "hide-cell", "remove-input"}, f"{chapter}: cell {i} shows plotting boilerplate"
+
+
+def test_make_lab_opens_the_chapters_from_the_venv(tmp_path):
+    """`make lab` (dry run: no server) installs the lab extra and starts the venv's JupyterLab on chapters/,
+    passing SEQSAE_DATA on; the README and the intro say how."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed").touch()  # newer than pyproject.toml: the set-up step is up to date
+    env = {"PATH": "/usr/bin:/bin", "SEQSAE_DATA": "/some/movielens"}
+    run = subprocess.run(["make", "-n", "lab", f"VENV={venv}"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f'SEQSAE_DATA="/some/movielens" {venv}/bin/jupyter lab --notebook-dir=chapters'
+    setup = subprocess.run(["make", "-n", "setup", f"VENV={tmp_path / 'fresh'}"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert '/bin/pip install -e ".[book,test,lab]"' in setup
+    assert re.search(r'^lab = \[\s*"jupyterlab>=4",\s*\]', (REPO / "pyproject.toml").read_text(), re.M)
+    for doc in (REPO / "README.md", REPO / "book" / "intro.md"):
+        text = doc.read_text()
+        assert "make lab" in text and "SEQSAE_DATA" in text, doc

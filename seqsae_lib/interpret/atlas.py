@@ -16,6 +16,7 @@ compared across SAEs (chapter 6).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,18 @@ class FeatureCard:
         """Rows of one profile (e.g. ``"genre:next"``) indexed by category, sorted by lift (descending)."""
         rows = self.profiles[self.profiles["profile"] == name]
         return rows.set_index("category").sort_values("lift", ascending=False)
+
+
+def _label_covers_decade(label: str, decade: int) -> bool:
+    """Whether a label names ``decade`` or a decade range containing it (``1960s-70s``, ``1950s-1970s``)."""
+    for lo, hi in re.findall(r"(\d{4})s(?:-(\d{2}|\d{4})s)?", label):
+        start = int(lo)
+        end = start if not hi else (int(hi) if len(hi) == 4 else start // 100 * 100 + int(hi))
+        if end < start:  # "1990s-00s"
+            end += 100
+        if start <= decade <= end:
+            return True
+    return False
 
 
 @dataclass
@@ -165,18 +178,50 @@ class FeatureAtlas:
         """Latents whose label or evidence contains ``query`` (case-insensitive), most confident first.
 
         Introduced in chapter 4. An empty query lists the most confident
-        latents.
+        latents. A release decade (``"1970s"``, ``"1970"``, ``"70s"``, ``"'70s"``) also finds the latents whose
+        label names a decade range covering it (``"1960s-70s"``) and, after those, the latents significantly
+        enriched for it in the ``decade:next`` profile (highest lift first), which may have another label.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         table = self.summary()
-        q = query.strip().lower()
-        if q:
-            hit = table["label"].str.lower().str.contains(q, regex=False) | \
-                table["evidence"].str.lower().str.contains(q, regex=False)
-            table = table[hit]
         table = table[~table["label"].isin([DEAD])]
-        return table.sort_values(["confidence", "frequency"], ascending=False).head(n)
+        q = query.strip().lower()
+        if not q:
+            return table.sort_values(["confidence", "frequency"], ascending=False).head(n)
+        decade = self._decade_query(q)
+        terms = [q] if decade is None else [q, f"{decade}s"]
+        hit = pd.Series(False, index=table.index)
+        for term in terms:
+            hit |= table["label"].str.lower().str.contains(term, regex=False) | \
+                table["evidence"].str.lower().str.contains(term, regex=False)
+        if decade is not None:
+            hit |= table["label"].map(lambda label: _label_covers_decade(str(label), decade))
+        first = table[hit].sort_values(["confidence", "frequency"], ascending=False)
+        if decade is None:
+            return first.head(n)
+        rows = self.profiles[(self.profiles["profile"] == "decade:next") & (self.profiles["category"] == f"{decade}s")]
+        rows = rows[(rows["lift"] > 1) & (rows["share"] >= 0.1) & (rows["q_value"] <= 0.05)]
+        extra = [j for j in rows.sort_values("lift", ascending=False)["latent"] if j in table.index and not hit[j]]
+        return pd.concat([first, table.loc[extra]]).head(n)
+
+    def _decade_query(self, q: str) -> int | None:
+        """The decade (e.g. 1970) a query names, or None: ``1970s``, ``1970``, ``70s``, ``'70s``, ``70's``."""
+        match = re.fullmatch(r"'?(\d{2}|\d{4})'?s?", q)
+        if match is None:
+            return None
+        digits = match.group(1)
+        if len(digits) == 4:
+            year = int(digits)
+            return year if year % 10 == 0 or q.endswith("s") else None
+        if not q.endswith("s") or int(digits) % 10:
+            return None
+        known = [int(c[:-1]) for c in self.profiles.loc[self.profiles["profile"] == "decade:next", "category"].unique()
+                 if re.fullmatch(r"\d{4}s", str(c))]
+        same = sorted(d for d in known if d % 100 == int(digits))
+        if same:
+            return same[-1]
+        return (1900 if int(digits) >= 20 else 2000) + int(digits)
 
     def categories(self, profile: str = "genre:next") -> list[str]:
         """Categories of one profile (e.g. the genres), in the order of the data."""

@@ -100,7 +100,8 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
     -------
     ipywidgets.VBox
         With attributes ``show(latent)`` (update programmatically; returns seconds taken), ``search``,
-        ``genre``, ``choice`` (the controls) and ``last_seconds``.
+        ``genre``, ``choice`` (the controls), ``shown`` (the latent on the card) and ``last_seconds``. After
+        every relisting (a genre or a search) the card shows the dropdown's current entry.
     """
     widgets = require_ipywidgets()
     import matplotlib.pyplot as plt
@@ -136,28 +137,50 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
         tables.value += _html_table(card.contexts, ["user_id", "history", "input", "next", "activation"],
                                     "Strongest contexts (one per user): last films watched, then the next one")
         seconds = time.perf_counter() - start
-        browser.last_seconds = seconds
+        browser.last_seconds, browser.shown = seconds, int(j)
         status.value = f"<small>latent {j}: evidence {card.evidence or '-'}; updated in {seconds * 1e3:.0f} ms</small>"
         return seconds
 
-    def relist(_: Any = None) -> None:
+    def listing() -> list[tuple[str, int]]:
         if genre.value != "(any)":
             table = atlas.by_category(genre.value, n=n_results)
-            if search.value.strip():
-                table = table[table["label"].str.lower().str.contains(search.value.strip().lower(), regex=False)]
+            if search.value.strip():  # the same matching as the search box alone (labels, evidence, decades)
+                table = table[table.index.isin(atlas.search(search.value, n=atlas.d_sae).index)]
         else:
             table = atlas.search(search.value, n=n_results)
-        state["busy"] = True
-        choice.options = options(table) or [("(no latent matches)", -1)]
-        state["busy"] = False
-        if choice.options and choice.options[0][1] >= 0:
-            choice.value = choice.options[0][1]
+        return options(table) or [("(no latent matches)", -1)]
+
+    def select(options_: list[tuple[str, int]] | None, value: int | None = None) -> None:
+        """Set the dropdown's entries (and its entry, if given and listed) without drawing a card."""
+        state["busy"] = True  # assigning options moves the value to the first entry
+        try:
+            if options_ is not None:
+                choice.options = options_
+            if value is not None and value in [j for _, j in choice.options]:
+                choice.value = value
+        finally:
+            state["busy"] = False
+
+    def relist(_: Any = None) -> None:
+        select(listing())
+        follow(choice.value)  # the card follows the dropdown's (new) entry
+
+    def follow(j: Any) -> None:
+        """Show latent ``j`` (the dropdown's entry) unless it is the placeholder or already shown."""
+        if j is None or j < 0:
+            status.value = f"<small>no latent matches; the card below is latent {browser.shown}</small>"
+            return
+        if latent_id.value != j:
+            latent_id.value = j  # on_id draws the card
+        elif browser.shown != j:
+            show(j)
 
     def on_choice(change: Any) -> None:
-        if not state["busy"] and change["new"] is not None and change["new"] >= 0:
-            latent_id.value = change["new"]
+        if not state["busy"]:
+            follow(change["new"])
 
     def on_id(change: Any) -> None:
+        select(None, change["new"])  # a typed id that is listed becomes the dropdown's entry too
         show(change["new"])
 
     search.observe(relist, names="value")
@@ -167,9 +190,9 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
     browser = widgets.VBox([widgets.HBox([search, genre]), widgets.HBox([choice, latent_id]), status, figure,
                             tables])
     browser.show, browser.search, browser.genre, browser.choice = show, search, genre, choice
-    browser.last_seconds = float("nan")
+    browser.last_seconds, browser.shown = float("nan"), None
     first = latent if latent is not None else (atlas.gallery(1) or [0])[0]
-    relist()
+    select(listing(), first)
     if latent_id.value != first:
         latent_id.value = first
     else:

@@ -185,3 +185,75 @@ def test_inner_point_card_ranks_both_ends_from_one_computation(tiny_seq, tiny_sp
     assert card.promoted.attrs["method"] == "finite-difference"
     with pytest.raises(ValueError, match="item effects"):
         sl.interpret.rank_item_effects(np.zeros(3), "exact", num_items=5)
+
+
+def _card_latent(browser) -> int:
+    """The latent the browser's HTML card shows (its heading)."""
+    import re
+
+    return int(re.match(r"<h4>Latent (\d+):", browser.children[-1].value).group(1))
+
+
+def test_feature_browser_card_follows_every_relisting(tiny_atlas):
+    pytest.importorskip("ipywidgets")
+    atlas = tiny_atlas
+    browser = sl.widgets.feature_browser(atlas)
+    assert _card_latent(browser) == browser.shown == browser.choice.value  # the first card is the listed entry
+    changed = 0
+    for topic in atlas.categories():  # each genre relists the dropdown; the card follows its first entry
+        before = browser.shown
+        browser.genre.value = topic
+        listed = [j for _, j in browser.choice.options]
+        if listed[0] >= 0:
+            assert browser.choice.value == listed[0] == _card_latent(browser) == browser.shown
+            assert f"latent {listed[0]}:" in browser.children[2].value
+            changed += browser.shown != before
+        else:
+            assert _card_latent(browser) == before and "no latent matches" in browser.children[2].value
+    assert changed > 0, "no genre changed the card"
+    browser.genre.value = "(any)"
+    word = atlas.labels.loc[atlas.labels["source"] == "auto", "label"].iloc[-1].split(",")[0].split("/")[0]
+    browser.search.value = word  # a search relists too
+    hits = list(atlas.search(word, n=30).index)
+    assert [j for _, j in browser.choice.options] == hits
+    assert browser.choice.value == hits[0] == _card_latent(browser)
+    if len(hits) > 1:  # picking another entry still updates the card
+        browser.choice.value = hits[1]
+        assert _card_latent(browser) == hits[1]
+    browser.search.value = "no label says this"
+    assert browser.choice.options[0][1] == -1 and _card_latent(browser) == browser.shown
+
+
+def _with_decade_labels(atlas):
+    """The tiny atlas (synthetic items have no years) with decade labels and a decade profile planted."""
+    import dataclasses
+
+    import pandas as pd
+
+    labels = atlas.labels.copy()
+    labels.loc[[0, 1, 2, 3, 4], "label"] = ["1970s", "1960s-70s", "topic 1, 1950s-1970s", "1980s", "1990s-00s"]
+    labels.loc[[0, 1, 2, 3, 4], "confidence"] = [0.9, 0.8, 0.7, 0.95, 0.6]
+    rows = [{"latent": j, "profile": "decade:next", "category": f"{d}s", "share": share, "base_rate": 0.07,
+             "lift": share / 0.07, "q_value": q}
+            for j in range(atlas.d_sae) for d, share, q in [(1970, 0.5 if j == 7 else 0.2 if j == 8 else 0.07,
+                                                              0.001 if j in (7, 8) else 1.0), (1980, 0.1, 1.0),
+                                                             (1990, 0.5, 1.0), (2000, 0.01, 1.0)]]
+    profiles = pd.concat([atlas.profiles, pd.DataFrame(rows)], ignore_index=True)
+    return dataclasses.replace(atlas, labels=labels, profiles=profiles)
+
+
+def test_search_by_decade(tiny_atlas):
+    atlas = _with_decade_labels(tiny_atlas)
+    for query in ["1970s", "1970", "70s", "'70s", "70's", " 1970S "]:
+        hits = list(atlas.search(query, n=48).index)
+        # labels covering the 1970s first (most confident first), then latents enriched for it by lift
+        assert hits[:5] == [0, 1, 2, 7, 8], query
+    assert 3 not in atlas.search("1970s").index
+    assert list(atlas.search("00s").index[:1]) == [4] and list(atlas.search("1990s").index[:1]) == [4]
+    assert list(atlas.search("80s").index[:1]) == [3]
+    assert atlas.search("1975").empty  # not a decade: a plain text search
+    assert atlas.search("horror").equals(tiny_atlas.search("horror"))
+    pytest.importorskip("ipywidgets")
+    browser = sl.widgets.feature_browser(atlas, latent=5)
+    browser.search.value = "70s"
+    assert [j for _, j in browser.choice.options][:5] == [0, 1, 2, 7, 8] and _card_latent(browser) == 0
