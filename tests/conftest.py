@@ -100,7 +100,7 @@ def ml1m_standin_facts(data_dir, tmp_path_factory) -> dict:
                               rng.integers(975_000_000, 1_046_000_000, len(items)))
     ]
     (folder / "ratings.dat").write_bytes(prefix + "".join(lines).encode("latin-1"))
-    ratings = sl.data.movielens.parse_ml1m_ratings(folder / "ratings.dat")
+    ratings = sl.data.movielens_files.parse_ml1m_ratings(folder / "ratings.dat")
     assert len(ratings) == prefix.count(b"\n") + len(lines)
     return {"folder": root, "ratings": len(ratings), "rated_items": int(ratings["item_id"].nunique())}
 
@@ -113,9 +113,9 @@ def ml1m_standin(ml1m_standin_facts, monkeypatch) -> Path:
     """
     import seqsae_lib as sl
 
-    patched = {**sl.data.movielens.EXPECTED_COUNTS["ml-1m"], "ratings": ml1m_standin_facts["ratings"],
+    patched = {**sl.data.movielens_files.EXPECTED_COUNTS["ml-1m"], "ratings": ml1m_standin_facts["ratings"],
                "rated_items": ml1m_standin_facts["rated_items"]}
-    monkeypatch.setitem(sl.data.movielens.EXPECTED_COUNTS, "ml-1m", patched)
+    monkeypatch.setitem(sl.data.movielens_files.EXPECTED_COUNTS, "ml-1m", patched)
     return ml1m_standin_facts["folder"]
 
 

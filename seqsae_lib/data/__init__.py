@@ -8,7 +8,8 @@ from seqsae_lib.data.batching import (
 )
 from seqsae_lib.data.catalog import DATASETS, SUBSETS, DataSourceError, DatasetSpec, SubsetSpec
 from seqsae_lib.data.histories import check_history, check_sequences
-from seqsae_lib.data.movielens import EXPECTED_COUNTS, PlantedTopics, RatingsData, load_movielens
+from seqsae_lib.data.movielens import PlantedTopics, RatingsData, load_movielens
+from seqsae_lib.data.movielens_files import EXPECTED_COUNTS
 from seqsae_lib.data.sequences import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
 from seqsae_lib.data.sources import DataSource, SubsetSource, resolve_source, resolve_subset_source
 from seqsae_lib.data.synthetic import make_synthetic

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from seqsae_lib.data.histories import check_history, check_sequences
+from seqsae_lib.data.histories import check_sequences
 
 __all__ = [
     "SplitLike",
@@ -32,9 +32,6 @@ __all__ = [
     "make_train_loader",
     "EvalBatch",
     "iter_eval_batches",
-    # validation of histories lives in seqsae_lib.data.histories; importable from here too
-    "check_sequences",
-    "check_history",
 ]
 
 

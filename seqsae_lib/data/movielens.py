@@ -24,21 +24,12 @@ import numpy as np
 import pandas as pd
 
 from seqsae_lib.data.movielens_files import (
-    DESCRIPTIONS, EXPECTED_COUNTS, parse_ml1m_ratings, read_ml100k, read_ml1m, read_ml1m_subset,
+    DESCRIPTIONS, read_ml100k, read_ml1m, read_ml1m_subset,
 )
-from seqsae_lib.data.sources import SUBSETS, DataSource, resolve_source, resolve_subset_source
+from seqsae_lib.data.catalog import SUBSETS
+from seqsae_lib.data.sources import DataSource, resolve_source, resolve_subset_source
 
-__all__ = [
-    "RatingsData",
-    "PlantedTopics",
-    "load_movielens",
-    "read_ml100k",
-    "read_ml1m",
-    "read_ml1m_subset",
-    "parse_ml1m_ratings",
-    "EXPECTED_COUNTS",
-    "DESCRIPTIONS",
-]
+__all__ = ["RatingsData", "PlantedTopics", "load_movielens"]
 
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqsae_lib.data.sources import DATASETS, SUBSETS, DataSourceError, SubsetSource, SubsetSpec, sha256_of
+from seqsae_lib.data.cache import sha256_of
+from seqsae_lib.data.catalog import DATASETS, SUBSETS, DataSourceError, SubsetSpec
+from seqsae_lib.data.sources import SubsetSource
 
 __all__ = [
     "EXPECTED_COUNTS",
@@ -40,7 +42,7 @@ EXPECTED_COUNTS: dict[str, dict[str, int]] = {
     "ml-1m": {"ratings": 1_000_209, "users": 6_040, "items": 3_883, "rated_items": 3_706, "genres": 18},
     "ml-1m-u2999": {"ratings": 487_650, "users": 2_999, "items": 3_883, "rated_items": 3_615, "genres": 18},
 }
-"""Known facts of GroupLens' releases (and of the subsets in :data:`seqsae_lib.data.sources.SUBSETS`), used to
+"""Known facts of GroupLens' releases (and of the subsets in :data:`seqsae_lib.data.catalog.SUBSETS`), used to
 validate a local copy. ``"items"`` counts the catalogue (``movies.dat``), ``"rated_items"`` the movies rated."""
 
 DESCRIPTIONS: dict[str, str] = {
@@ -337,7 +339,7 @@ def read_ml1m_subset(
         (``ratings.dat.gz`` or ``ratings.dat``), or the full ML-1M ``ratings.dat`` (``source.filtered``),
         which is first validated as ML-1M (:func:`read_ml1m`) and then filtered to the subset's users.
     name
-        A key of :data:`seqsae_lib.data.sources.SUBSETS`; its counts are ``EXPECTED_COUNTS[name]``.
+        A key of :data:`seqsae_lib.data.catalog.SUBSETS`; its counts are ``EXPECTED_COUNTS[name]``.
     verify
         Check the sha256 of ``movies.dat``, ``users.dat`` and of the subset's ratings text (the uncompressed
         file, or the full file's first lines, which must then be exactly the subset's ratings).

@@ -38,28 +38,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from seqsae_lib.data.cache import default_cache_dir, fetch_archive, sha256_of
+from seqsae_lib.data.cache import default_cache_dir, fetch_archive
 from seqsae_lib.data.catalog import (
-    CACHE_ENV_VAR, DATA_ENV_VAR, DATASETS, SUBSETS, DataSourceError, DatasetSpec, SubsetSpec, dataset_folder,
+    DATA_ENV_VAR, DATASETS, SUBSETS, DataSourceError, DatasetSpec, SubsetSpec, dataset_folder,
     has_all_files, missing_files_message,
 )
 
-__all__ = [
-    "DATA_ENV_VAR",
-    "CACHE_ENV_VAR",
-    "DatasetSpec",
-    "DataSource",
-    "DataSourceError",
-    "DATASETS",
-    "SubsetSpec",
-    "SubsetSource",
-    "SUBSETS",
-    "default_cache_dir",
-    "fetch_archive",
-    "resolve_source",
-    "resolve_subset_source",
-    "sha256_of",
-]
+__all__ = ["DataSource", "SubsetSource", "resolve_source", "resolve_subset_source"]
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def _check_items(items: Any, num_items: int) -> np.ndarray:
 
 
 def _history(sequence: Any, model: nn.Module) -> np.ndarray:
-    """One user's history, checked (:func:`~seqsae_lib.data.batching.check_history`) against the model's catalogue."""
+    """One user's history, checked (:func:`~seqsae_lib.data.histories.check_history`) against the model's catalogue."""
     return check_history(sequence, num_items=int(model.num_items), what="sequence")  # type: ignore[arg-type]
 
 

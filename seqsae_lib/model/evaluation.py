@@ -207,7 +207,7 @@ def evaluate(
     TypeError
         If the scorer has no ``scores`` method.
     TypeError, ValueError
-        Bad inputs (:func:`~seqsae_lib.data.batching.check_sequences`: an empty history, a non-integer id or an
+        Bad inputs (:func:`~seqsae_lib.data.histories.check_sequences`: an empty history, a non-integer id or an
         id outside ``1..num_items``, naming the user, position and value), a wrong score shape, or NaN
         scores.
     """

@@ -83,7 +83,7 @@ class LiveSteering:
     inputs : sequence of array-like
         Each user's input sequence (e.g. ``split.test_inputs``), indexed by internal user index; the
         items in it are never recommended. Checked once, on construction
-        (:func:`~seqsae_lib.data.batching.check_sequences`): every history must be non-empty and hold integer
+        (:func:`~seqsae_lib.data.histories.check_sequences`): every history must be non-empty and hold integer
         item ids in ``1..num_items``.
     concept_latents : mapping concept name -> latents
         The latents each concept slider steers (a :func:`~seqsae_lib.steering.selection.select_latents` table or a

@@ -42,7 +42,7 @@ def test_spec_and_counts_are_the_published_facts():
     spec = sl.data.SUBSETS["ml-1m-u2999"]
     assert spec.title == "MovieLens-1M, users 1–2,999 (487,650 ratings)"
     assert spec.parent == "ml-1m" and spec.max_user_id == 2_999 and spec.ratings_sha256 == PREFIX_SHA256
-    counts = sl.data.movielens.EXPECTED_COUNTS["ml-1m-u2999"]
+    counts = sl.data.movielens_files.EXPECTED_COUNTS["ml-1m-u2999"]
     assert (counts["ratings"], counts["users"], counts["rated_items"]) == (487_650, 2_999, 3_615)
 
 
@@ -86,7 +86,7 @@ def _assert_same_sequences(a: sl.data.SequenceData, b: sl.data.SequenceData) -> 
 
 def test_full_ml1m_filtered_gives_identical_sequences(ml1m_u2999, ml1m_standin):
     """Full file filtered to users <= 2,999 and the subset's own file give the same SequenceData."""
-    assert sl.data.movielens.EXPECTED_COUNTS["ml-1m-u2999"]["ratings"] == 487_650  # only ml-1m's counts are patched
+    assert sl.data.movielens_files.EXPECTED_COUNTS["ml-1m-u2999"]["ratings"] == 487_650  # only ml-1m's counts are patched
     full = sl.load_movielens("ml-1m", ml1m_standin)  # the stand-in passes as "ml-1m" (patched counts)
     assert full.interactions["user_id"].max() == 6_040
     data = sl.load_movielens("ml-1m-u2999", ml1m_standin)
