@@ -59,12 +59,12 @@ def main() -> None:
     live.recommend(0)
     print(f"picking a new user (one forward pass + unsteered top-10): {(time.perf_counter() - start) * 1e3:.1f} ms")
 
-    concept = sl.steering.concepts.get_concept(data, args.concept)
+    concept = sl.get_concept(data, args.concept)
     start = time.perf_counter()
     latents = sl.select_latents(concept, sae, model, codes=codes, store=store)
-    methods = sl.steering.evaluation.steering_methods(concept, sae, store, latents, codes=codes)
+    methods = sl.steering_methods(concept, sae, store, latents, codes=codes)
     grids = {name: RERANK_STRENGTHS if name == "re-ranking" else SAE_STRENGTHS for name in methods}
-    sl.steering.evaluation.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
+    sl.evaluate_methods(model, methods, grids, split.test_inputs, split.test_targets, concept, data)
     n_points = sum(len(g) for g in grids.values())
     print(f"evaluation grid for {args.concept!r}: {len(methods)} methods, {n_points} strengths, "
           f"{data.num_users} users in {time.perf_counter() - start:.1f} s")
