@@ -38,7 +38,7 @@ def test_median_cis_draws_one_interval_per_unit_type_and_score():
     assert len(axes) == 2
     assert [t.get_text() for t in axes[0].get_yticklabels()] == ["hidden dims", "SAE"]
     assert len(axes[0].containers) == 2  # one error bar per unit type
-    np.testing.assert_allclose(np.ravel(axes[0].containers[1].lines[0].get_xdata()), [0.2])  # SAE drawn second
+    assert float(np.ravel(axes[0].containers[1].lines[0].get_xdata())[0]) == pytest.approx(0.2)  # SAE drawn second
     plt.close("all")
     with pytest.raises(ValueError, match="not in summary"):
         plot_median_cis(summary, ["ms"])
