@@ -3,6 +3,7 @@
 The one documented command that produces ``seqsae_lib/experiments/pretrained/sae_ml100k_final.{pt,json}``:
 
     python scripts/train_sae.py --save --threads 2
+    python scripts/train_sae.py --dataset ml-1m-u2999 --save --threads 2   # MovieLens-1M, users 1-2,999
 
 It collects the SASRec's states at the recipe's capture point over every training window, trains the
 recipe's SAE, prints reconstruction metrics (FVU, L0, cosine, dead and dense fractions) and downstream
@@ -21,7 +22,9 @@ import time
 from dataclasses import replace
 
 import seqsae_lib as sl
-from seqsae_lib.experiments.pretrained import SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance
+from seqsae_lib.experiments.pretrained import (
+    SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance, sae_recipe, sasrec_recipe,
+)
 from seqsae_lib.experiments.pretrained import training_activations
 
 
@@ -37,10 +40,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default=SASREC_ML100K.dataset, help="data set whose shipped recipes are used")
     args = parser.parse_args()
+    shipped = sae_recipe(args.dataset)
+    sasrec = sasrec_recipe(args.dataset)
 
-    sae_kwargs = dict(SAE_ML100K_FINAL.sae)
-    train_kwargs = dict(SAE_ML100K_FINAL.train)
+    sae_kwargs = dict(shipped.sae)
+    train_kwargs = dict(shipped.train)
     overrides = {"d_sae": args.d_sae, "k": args.k, "kind": args.kind}
     sae_kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if args.epochs is not None:
@@ -49,15 +55,15 @@ def main() -> None:
         train_kwargs["lr"] = args.lr
     if args.batch_size is not None:
         train_kwargs["batch_size"] = args.batch_size
-    recipe = replace(SAE_ML100K_FINAL, capture_point=args.capture_point or SAE_ML100K_FINAL.capture_point,
+    recipe = replace(shipped, capture_point=args.capture_point or shipped.capture_point,
                      sae=sae_kwargs, train=train_kwargs)
-    if args.save and (recipe != SAE_ML100K_FINAL or args.seed != 0):
+    if args.save and (recipe != shipped or args.seed != 0):
         parser.error("--save ships the recipe as it is: drop the overrides (or change the recipe in "
                      "seqsae_lib/experiments/pretrained/__init__.py)")
 
     sl.set_threads(args.threads)
-    split = sl.leave_one_out(sl.make_sequences(sl.load_movielens(SASREC_ML100K.dataset), **SASREC_ML100K.sequences))
-    model, _ = load_pretrained_sasrec(split.fingerprint)
+    split = sl.leave_one_out(sl.make_sequences(sl.load_movielens(sasrec.dataset), **sasrec.sequences))
+    model, _ = load_pretrained_sasrec(split.fingerprint, name=sasrec.name)
     start = time.perf_counter()
     store = training_activations(model, split, recipe.capture_point, progress=True)
     t_collect = time.perf_counter() - start
@@ -85,8 +91,9 @@ def main() -> None:
             **sae_provenance(recipe, split.fingerprint), "recipe": recipe.to_dict(), "seed": args.seed, "threads": args.threads,
             "train_seconds": round(t_train, 1), "collect_seconds": round(t_collect, 1),
             "num_vectors": len(store), "reconstruction": {k: float(v) for k, v in recon.items()},
-            "fidelity_test": fidelity, "command": "python scripts/train_sae.py --save --threads "
-            + str(args.threads),
+            "fidelity_test": fidelity, "command": "python scripts/train_sae.py "
+            + ("" if args.dataset == SASREC_ML100K.dataset else f"--dataset {args.dataset} ")
+            + "--save --threads " + str(args.threads),
         })
         print(f"saved {recipe.name}.pt and {recipe.name}.json to {pretrained_stem(recipe.name).parent}")
 

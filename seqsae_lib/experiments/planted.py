@@ -34,7 +34,7 @@ from seqsae_lib.data import LeaveOneOutSplit, SequenceData, leave_one_out, make_
 from seqsae_lib.data import make_synthetic
 from seqsae_lib.model import TrainConfig, train_sasrec
 
-__all__ = ["PlantedExperiment", "planted_topic_experiment"]
+__all__ = ["PlantedExperiment", "planted_model", "planted_topic_experiment"]
 
 
 @dataclass
@@ -130,14 +130,8 @@ def planted_topic_experiment(
     set_threads(num_threads)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    data = make_sequences(make_synthetic(**{"seed": seed, **(synthetic or {})}))
-    split = leave_one_out(data)
-    set_seed(seed)
-    net = SASRec(num_items=data.num_items, **{"max_len": 50, "d_model": 32, "n_layers": 2, "dropout": 0.2,
-                                              **(model or {})})
-    train_sasrec(net, split, TrainConfig(**{"max_epochs": 12, "batch_size": 64, "lr": 1e-2, "patience": 5, "seed": seed,
-                                            "num_threads": num_threads, "progress": progress, **(train or {})}))
-    metrics = evaluate(net, split.test_inputs, split.test_targets, num_items=data.num_items).metrics
+    data, split, net, metrics = planted_model(synthetic=synthetic, model=model, train=train, seed=seed,
+                                              num_threads=num_threads, progress=progress)
     seconds["SASRec"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -179,3 +173,35 @@ def planted_topic_experiment(
     seconds["recovery"] = time.perf_counter() - start
     return PlantedExperiment(seq_data=data, split=split, model=net, sae=dictionary, store=store, codes=codes,
                              model_metrics=metrics, recoveries=recoveries, seconds=seconds)
+
+
+def planted_model(
+    *,
+    synthetic: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_threads: int | None = None,
+    progress: bool = True,
+) -> tuple[SequenceData, LeaveOneOutSplit, SASRec, dict[str, float]]:
+    """Planted-topic sequences and the SASRec trained on them (the first half of :func:`planted_topic_experiment`).
+
+    Introduced in chapter 4. Arguments as there.
+
+    Returns
+    -------
+    seq_data, split, model, metrics
+        The synthetic sequences (``item_topic`` and the genre columns hold the planted topics), their
+        leave-one-out split, the trained SASRec in eval mode and its test metrics.
+    """
+    set_threads(num_threads)
+    data = make_sequences(make_synthetic(**{"seed": seed, **(synthetic or {})}))
+    split = leave_one_out(data)
+    set_seed(seed)
+    net = SASRec(num_items=data.num_items, **{"max_len": 50, "d_model": 32, "n_layers": 2, "dropout": 0.2,
+                                              **(model or {})})
+    train_sasrec(net, split, TrainConfig(**{"max_epochs": 12, "batch_size": 64, "lr": 1e-2, "patience": 5, "seed": seed,
+                                            "num_threads": num_threads, "progress": progress, **(train or {})}))
+    net.eval()
+    metrics = evaluate(net, split.test_inputs, split.test_targets, num_items=data.num_items).metrics
+    return data, split, net, metrics

@@ -19,7 +19,7 @@ from seqsae_lib.model import load_checkpoint
 from seqsae_lib.model import SASRec
 from seqsae_lib.model import History, TrainConfig, train_sasrec
 
-__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "SAE_ML1M_U2999_FINAL", "SAE_RECIPES", "sae_recipe", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
            "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
@@ -188,6 +188,35 @@ SAE_ML100K_FINAL = SAERecipe(
 )
 """The recipe of the shipped SAE on the shipped SASRec's final state (see ``scripts/train_sae.py``)."""
 
+SAE_ML1M_U2999_FINAL = SAERecipe(
+    name="sae_ml1m_u2999_final",
+    sasrec=SASREC_ML1M_U2999.name,
+    capture_point="final",
+    sae=dict(SAE_ML100K_FINAL.sae),
+    train={**SAE_ML100K_FINAL.train, "num_epochs": 2},
+)
+"""The SAE recipe for "ml-1m-u2999" (MovieLens-1M, users 1-2,999): the ML-100k recipe; with about five times as
+many stored states, 2 epochs see as many vectors as the ML-100k SAE's 10."""
+
+SAE_RECIPES: dict[str, SAERecipe] = {"ml-100k": SAE_ML100K_FINAL, "ml-1m-u2999": SAE_ML1M_U2999_FINAL}
+"""The shipped SAE recipe of each data set that has one, by data-set name."""
+
+
+def sae_recipe(dataset: str) -> SAERecipe:
+    """The SAE recipe shipped for ``dataset`` (a key of :data:`SAE_RECIPES`).
+
+    Introduced in chapter 3.
+
+    Raises
+    ------
+    KeyError
+        No SAE recipe for that data set; the message lists those that have one.
+    """
+    try:
+        return SAE_RECIPES[dataset]
+    except KeyError:
+        raise KeyError(f"no SAE recipe for data set {dataset!r}; recipes exist for {sorted(SAE_RECIPES)}") from None
+
 
 def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
     """States an SAE is trained on: every position of every user's training window, with metadata.
@@ -253,8 +282,10 @@ def shipped_pipeline(
     """The SASRec, its SAE and the SAE's activation store, loaded from the shipped files or retrained.
 
     Introduced in chapter 4: the one call behind the setup of chapters
-    4 and 5 and the benches. With ``retrain=True`` both models are trained from their recipes with
-    ``seed`` (minutes); otherwise the shipped files are loaded (checked against ``split.fingerprint``).
+    4 and 5 and the benches. The recipes are those of the split's data set (:func:`sasrec_recipe`,
+    :func:`sae_recipe`; ``recipe`` overrides the SAE's). With ``retrain=True`` both models are trained from
+    their recipes with ``seed`` (minutes); otherwise the shipped files are loaded (checked against
+    ``split.fingerprint``).
 
     Returns
     -------
@@ -265,12 +296,17 @@ def shipped_pipeline(
     from seqsae_lib.sae import SAEConfig
     from seqsae_lib.sae import SAETrainConfig, train_sae
 
-    recipe = recipe or SAE_ML100K_FINAL
+    dataset = str(split.fingerprint.get("dataset", ""))
+    recipe = recipe or sae_recipe(dataset)
+    sasrec = sasrec_recipe(dataset)
+    if sasrec.name != recipe.sasrec:
+        raise ValueError(f"SAE recipe {recipe.name!r} reads SASRec {recipe.sasrec!r}, but the data set {dataset!r} "
+                         f"is modelled by {sasrec.name!r}")
     if retrain:
-        model, _ = train_from_recipe(split, seed=seed, num_threads=num_threads)
+        model, _ = train_from_recipe(split, sasrec, seed=seed, num_threads=num_threads)
         model.eval()
     else:
-        model, _ = load_pretrained_sasrec(split.fingerprint)
+        model, _ = load_pretrained_sasrec(split.fingerprint, name=sasrec.name)
     store = training_activations(model, split, recipe.capture_point)
     if retrain:
         sae, _ = train_sae(store, SAEConfig(d_in=store.d_model, seed=seed, **recipe.sae),
