@@ -8,14 +8,19 @@ Modules, by job: :mod:`~seqsae_lib.interpret.codes` (sparse latent codes), :mod:
 (decoder effects on item scores), :mod:`~seqsae_lib.interpret.profiles` (category profiles),
 :mod:`~seqsae_lib.interpret.labels` (automatic labels), :mod:`~seqsae_lib.interpret.atlas` (the feature atlas),
 :mod:`~seqsae_lib.interpret.auc`, :mod:`~seqsae_lib.interpret.unit_scores` and
-:mod:`~seqsae_lib.interpret.unit_types` (the monosemanticity comparison), :mod:`~seqsae_lib.interpret.explain`
-(per-feature explanations of a score).
+:mod:`~seqsae_lib.interpret.unit_types` (the monosemanticity comparison), :mod:`~seqsae_lib.interpret.coverage`
+(concept coverage, output-side concentration), :mod:`~seqsae_lib.interpret.comparison` (comparisons of unit
+types with intervals and verdicts), :mod:`~seqsae_lib.interpret.explain` (per-feature explanations of a score).
 """
 
 from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
 from seqsae_lib.interpret.auc import auc_matrix
 from seqsae_lib.interpret.codes import LatentCodes, UnitActs
+from seqsae_lib.interpret.comparison import (
+    VERDICTS, compare_to_controls, comparison_table, paired_comparison, verdict_sentence,
+)
 from seqsae_lib.interpret.contexts import driving_items, top_contexts
+from seqsae_lib.interpret.coverage import concept_coverage, output_concentration, subset_coverage
 from seqsae_lib.interpret.effects import EFFECT_METHODS, latent_item_effects, promoted_items, rank_item_effects
 from seqsae_lib.interpret.explain import (
     Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
@@ -32,12 +37,14 @@ from seqsae_lib.interpret.unit_types import (
 )
 
 __all__ = [
-    "AGE_BUCKETS", "DEAD", "EFFECT_METHODS", "NO_PROFILE", "PROFILE_COLUMNS", "SCORE_COLUMNS",
+    "AGE_BUCKETS", "DEAD", "EFFECT_METHODS", "NO_PROFILE", "PROFILE_COLUMNS", "SCORE_COLUMNS", "VERDICTS",
     "Explanation", "FeatureAtlas", "FeatureCard", "LatentCodes", "UnitActs",
-    "auc_matrix", "auto_label", "bootstrap_median_ci", "build_atlas", "category_profile", "compare_unit_types",
-    "counterfactual_check", "decade_profile", "driving_items", "evidence_table", "explain_final", "explain_inner",
-    "explain_top_k", "explanations_table", "feature_stats", "genre_matrices", "genre_profile", "hidden_dim_units",
-    "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "pca_units",
+    "auc_matrix", "auto_label", "bootstrap_median_ci", "build_atlas", "category_profile", "compare_to_controls",
+    "compare_unit_types", "comparison_table", "concept_coverage", "counterfactual_check", "decade_profile",
+    "driving_items", "evidence_table", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
+    "feature_stats", "genre_matrices", "genre_profile", "hidden_dim_units", "js_divergence", "latent_activations",
+    "latent_item_effects", "monosemanticity_scores", "output_concentration", "paired_comparison", "pca_units",
     "planted_recovery", "popularity_profile", "promoted_items", "random_rotation_units", "rank_agreement",
-    "rank_item_effects", "sae_units", "score_unit_types", "top_contexts", "untrained_sae_units", "user_profile",
+    "rank_item_effects", "sae_units", "score_unit_types", "subset_coverage", "top_contexts", "untrained_sae_units",
+    "user_profile", "verdict_sentence",
 ]
