@@ -8,9 +8,11 @@ Modules, by job: :mod:`~seqsae_lib.interpret.codes` (sparse latent codes), :mod:
 (decoder effects on item scores), :mod:`~seqsae_lib.interpret.profiles` (category profiles),
 :mod:`~seqsae_lib.interpret.labels` (automatic labels), :mod:`~seqsae_lib.interpret.atlas` (the feature atlas),
 :mod:`~seqsae_lib.interpret.auc`, :mod:`~seqsae_lib.interpret.unit_scores` and
-:mod:`~seqsae_lib.interpret.unit_types` (the monosemanticity comparison), :mod:`~seqsae_lib.interpret.coverage`
-(concept coverage, output-side concentration), :mod:`~seqsae_lib.interpret.comparison` (comparisons of unit
-types with intervals and verdicts), :mod:`~seqsae_lib.interpret.explain` (per-feature explanations of a score).
+:mod:`~seqsae_lib.interpret.unit_types` (the monosemanticity comparison),
+:mod:`~seqsae_lib.interpret.concentration` and :mod:`~seqsae_lib.interpret.fair_scores` (fair, frequency-aware
+monosemanticity measures), :mod:`~seqsae_lib.interpret.coverage` (concept coverage, output-side concentration),
+:mod:`~seqsae_lib.interpret.comparison` (comparisons of unit types with intervals and verdicts),
+:mod:`~seqsae_lib.interpret.explain` (per-feature explanations of a score).
 """
 
 from seqsae_lib.interpret.atlas import FeatureAtlas, FeatureCard, build_atlas
@@ -19,11 +21,18 @@ from seqsae_lib.interpret.codes import LatentCodes, UnitActs
 from seqsae_lib.interpret.comparison import (
     VERDICTS, compare_to_controls, comparison_table, paired_comparison, verdict_sentence,
 )
+from seqsae_lib.interpret.concentration import (
+    CONCENTRATION_COLUMNS, auc_ceiling, energy_share, fire_counts, top_firing_concentration,
+    truncate_to_top, weighted_summary,
+)
 from seqsae_lib.interpret.contexts import driving_items, top_contexts
 from seqsae_lib.interpret.coverage import concept_coverage, output_concentration, subset_coverage
 from seqsae_lib.interpret.effects import EFFECT_METHODS, latent_item_effects, promoted_items, rank_item_effects
 from seqsae_lib.interpret.explain import (
     Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
+)
+from seqsae_lib.interpret.fair_scores import (
+    FIRE_BINS, by_fire_bin, category_labels, fair_unit_scores, frequency_matched_scores,
 )
 from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
 from seqsae_lib.interpret.profiles import (
@@ -37,14 +46,16 @@ from seqsae_lib.interpret.unit_types import (
 )
 
 __all__ = [
-    "AGE_BUCKETS", "DEAD", "EFFECT_METHODS", "NO_PROFILE", "PROFILE_COLUMNS", "SCORE_COLUMNS", "VERDICTS",
-    "Explanation", "FeatureAtlas", "FeatureCard", "LatentCodes", "UnitActs",
-    "auc_matrix", "auto_label", "bootstrap_median_ci", "build_atlas", "category_profile", "compare_to_controls",
-    "compare_unit_types", "comparison_table", "concept_coverage", "counterfactual_check", "decade_profile",
-    "driving_items", "evidence_table", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
-    "feature_stats", "genre_matrices", "genre_profile", "hidden_dim_units", "js_divergence", "latent_activations",
-    "latent_item_effects", "monosemanticity_scores", "output_concentration", "paired_comparison", "pca_units",
-    "planted_recovery", "popularity_profile", "promoted_items", "random_rotation_units", "rank_agreement",
-    "rank_item_effects", "sae_units", "score_unit_types", "subset_coverage", "top_contexts", "untrained_sae_units",
-    "user_profile", "verdict_sentence",
+    "AGE_BUCKETS", "CONCENTRATION_COLUMNS", "DEAD", "EFFECT_METHODS", "FIRE_BINS", "NO_PROFILE", "PROFILE_COLUMNS",
+    "SCORE_COLUMNS", "VERDICTS", "Explanation", "FeatureAtlas", "FeatureCard", "LatentCodes", "UnitActs",
+    "auc_ceiling", "auc_matrix", "auto_label", "bootstrap_median_ci", "build_atlas", "by_fire_bin",
+    "category_labels", "category_profile", "compare_to_controls", "compare_unit_types", "comparison_table",
+    "concept_coverage", "counterfactual_check", "decade_profile", "driving_items", "energy_share", "evidence_table",
+    "explain_final", "explain_inner", "explain_top_k", "explanations_table", "fair_unit_scores", "feature_stats",
+    "fire_counts", "frequency_matched_scores", "genre_matrices", "genre_profile", "hidden_dim_units",
+    "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "output_concentration",
+    "paired_comparison", "pca_units", "planted_recovery", "popularity_profile", "promoted_items",
+    "random_rotation_units", "rank_agreement", "rank_item_effects", "sae_units", "score_unit_types",
+    "subset_coverage", "top_contexts", "top_firing_concentration", "truncate_to_top", "untrained_sae_units",
+    "user_profile", "verdict_sentence", "weighted_summary",
 ]

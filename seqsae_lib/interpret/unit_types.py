@@ -15,7 +15,7 @@ planted topics of synthetic data some unit detects.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -257,6 +257,30 @@ def compare_unit_types(
     return pd.DataFrame(rows, columns=["unit_type", "score", "n_units", "median", "ci_low", "ci_high"])
 
 
+def _unit_type_makers(
+    sae: SparseAutoencoder, store: ActivationStore, *, seed: int = 0, codes: LatentCodes | None = None
+) -> dict[str, Callable[[], UnitActs]]:
+    """The five unit types of the comparison, as functions that build each one's activations on demand.
+
+    Shared by :func:`score_unit_types` and :func:`~seqsae_lib.interpret.fair_scores.fair_unit_scores`
+    (same types, same order, same seeds).
+
+    Returns
+    -------
+    dict
+        ``"SAE"`` (``codes`` if given, else the SAE's codes on ``store``), ``"hidden dims"``, ``"PCA"``,
+        ``"random rotation"`` and ``"untrained SAE"`` (both from ``seed``) -> a function of no argument
+        returning the ``(n, m)`` unit activations.
+    """
+    return {
+        "SAE": lambda: codes if codes is not None else sae_units(sae, store),
+        "hidden dims": lambda: hidden_dim_units(store),
+        "PCA": lambda: pca_units(store),
+        "random rotation": lambda: random_rotation_units(store, seed=seed),
+        "untrained SAE": lambda: untrained_sae_units(sae.config, store, seed=seed),
+    }
+
+
 def score_unit_types(
     sae: SparseAutoencoder,
     store: ActivationStore,
@@ -295,13 +319,7 @@ def score_unit_types(
     common = dict(genres_input=genres_input, genre_names=list(seq_data.genre_names), **score_options)
     if item_vectors is not None:
         common.update(next_items=store.next_item, item_vectors=item_vectors)
-    makers = {
-        "SAE": lambda: codes if codes is not None else sae_units(sae, store),
-        "hidden dims": lambda: hidden_dim_units(store),
-        "PCA": lambda: pca_units(store),
-        "random rotation": lambda: random_rotation_units(store, seed=seed),
-        "untrained SAE": lambda: untrained_sae_units(sae.config, store, seed=seed),
-    }
+    makers = _unit_type_makers(sae, store, seed=seed, codes=codes)
     results: dict[str, pd.DataFrame] = {}
     for name in tqdm(makers, desc="monosemanticity", disable=not progress):
         results[name] = monosemanticity_scores(makers[name](), genres_next, **common)
