@@ -114,6 +114,8 @@ def make_synthetic(
             free = ~seen[pool]
             if not free.any():  # topic exhausted for this user: fall back to any preferred topic
                 candidates = [k for k in np.flatnonzero(start[u] + end[u]) if (~seen[members[k]]).any()]
+                if not candidates:  # every preferred topic exhausted (few items per topic): any topic left
+                    candidates = [k for k in range(num_topics) if (~seen[members[k]]).any()]
                 topic = int(rng.choice(candidates))
                 pool = members[topic]
                 free = ~seen[pool]

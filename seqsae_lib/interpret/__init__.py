@@ -32,7 +32,7 @@ from seqsae_lib.interpret.explain import (
     Explanation, counterfactual_check, explain_final, explain_inner, explain_top_k, explanations_table, rank_agreement,
 )
 from seqsae_lib.interpret.fair_scores import (
-    FIRE_BINS, by_fire_bin, category_labels, fair_unit_scores, frequency_matched_scores,
+    FIRE_BINS, by_fire_bin, category_labels, fair_unit_scores, frequency_matched_scores, genre_labels,
 )
 from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label, evidence_table
 from seqsae_lib.interpret.profiles import (
@@ -52,7 +52,7 @@ __all__ = [
     "category_labels", "category_profile", "compare_to_controls", "compare_unit_types", "comparison_table",
     "concept_coverage", "counterfactual_check", "decade_profile", "driving_items", "energy_share", "evidence_table",
     "explain_final", "explain_inner", "explain_top_k", "explanations_table", "fair_unit_scores", "feature_stats",
-    "fire_counts", "frequency_matched_scores", "genre_matrices", "genre_profile", "hidden_dim_units",
+    "fire_counts", "frequency_matched_scores", "genre_labels", "genre_matrices", "genre_profile", "hidden_dim_units",
     "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "output_concentration",
     "paired_comparison", "pca_units", "planted_recovery", "popularity_profile", "promoted_items",
     "random_rotation_units", "rank_agreement", "rank_item_effects", "sae_units", "score_unit_types",

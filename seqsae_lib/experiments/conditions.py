@@ -1,0 +1,190 @@
+"""Where does the monosemanticity claim hold? The fair verdict across capture points, sizes, variants and data.
+
+Introduced in chapter 4. One *condition* is a data set, a capture point of its SASRec and an SAE
+configuration. For each, :func:`run_condition` trains the SAE, encodes every stored state, and compares its
+latents with four controls on the same positions (an untrained SAE of the same configuration, a random
+rotation, the hidden dimensions and PCA; see :mod:`seqsae_lib.interpret.unit_types`) by the fair,
+chance-corrected concentration of genre among each unit's top firing positions (input and next item), with
+bootstrap CIs; and counts the input genres some unit covers purely (a unit whose top positions are at least
+half that genre). ``scripts/conditions_study.py`` runs
+:data:`CONDITIONS` and records the tables that chapter 4 reads with :func:`load_conditions`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqsae_lib.data import SequenceData
+from seqsae_lib.interpret import (
+    compare_to_controls, concept_coverage, genre_labels, hidden_dim_units, paired_comparison, pca_units,
+    random_rotation_units, sae_units, top_firing_concentration, untrained_sae_units,
+)
+from seqsae_lib.sae import ActivationStore, SAEConfig, SAETrainConfig, evaluate_reconstruction, train_sae
+from seqsae_lib.utils.checks import check_choice, check_int
+
+__all__ = ["Condition", "CONDITIONS", "CONTROLS", "RECORDED_DIR", "run_condition", "load_conditions"]
+
+RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
+"""Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``)."""
+
+CONTROLS: tuple[str, ...] = ("untrained SAE", "random rotation", "hidden dims", "PCA")
+"""The unit types every SAE is compared with, in the tables' order."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One point of the conditions study.
+
+    Introduced in chapter 4.
+    """
+
+    name: str
+    """Short label of the row (e.g. ``"k=4"``)."""
+    dataset: str = "ml-100k"
+    """``"ml-100k"``, ``"ml-1m-u2999"`` (MovieLens-1M users 1-2,999) or ``"planted"`` (synthetic topics)."""
+    capture_point: str = "final"
+    """Where the SAE reads the SASRec (``embed``, ``block_0``, ``block_1``, ``final``)."""
+    d_sae: int = 2048
+    """Dictionary size."""
+    k: int = 16
+    """Active latents per position (TopK / BatchTopK)."""
+    kind: str = "topk"
+    """SAE variant: ``topk``, ``batchtopk`` or ``relu`` (ReLU with an L1 penalty)."""
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("shipped recipe"),
+    Condition("embed", capture_point="embed"),
+    Condition("block_0", capture_point="block_0"),
+    Condition("block_1", capture_point="block_1"),
+    Condition("k=4", k=4),
+    Condition("k=32", k=32),
+    Condition("512 latents", d_sae=512),
+    Condition("4,096 latents", d_sae=4096),
+    Condition("BatchTopK", kind="batchtopk"),
+    Condition("ReLU-L1", kind="relu"),
+    Condition("planted topics", dataset="planted", d_sae=256, k=8),
+    Condition("ML-1M users 1-2,999", dataset="ml-1m-u2999"),
+)
+"""The study's grid: the shipped SAE recipe on ML-100k's final state, varied one factor at a time."""
+
+
+def _units(sae: Any, config: SAEConfig, store: ActivationStore, seed: int) -> dict[str, Any]:
+    return {
+        "SAE": sae_units(sae, store),
+        "untrained SAE": untrained_sae_units(config, store, seed=seed + 1),
+        "random rotation": random_rotation_units(store, seed=seed),
+        "hidden dims": hidden_dim_units(store),
+        "PCA": pca_units(store),
+    }
+
+
+def run_condition(
+    condition: Condition,
+    store: ActivationStore,
+    seq_data: SequenceData,
+    *,
+    num_epochs: int = 10,
+    seed: int = 0,
+    num_threads: int | None = None,
+    top_n: int = 100,
+    min_fires: int = 100,
+    n_boot: int = 1000,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train one condition's SAE on ``store`` and compare it fairly with the controls.
+
+    Introduced in chapter 4.
+
+    Parameters
+    ----------
+    condition : Condition
+    store : ActivationStore
+        States of the condition's SASRec at ``condition.capture_point``.
+    seq_data : SequenceData
+        The data the store was collected on (its genres label the positions).
+    num_epochs, seed, num_threads
+        SAE training (batch 1,024, lr 2e-3, as the shipped recipe).
+    top_n, min_fires, n_boot
+        Passed to the fair measures (each unit's ``top_n`` strongest firing positions; units firing fewer than
+        ``min_fires`` times are not scored) and the bootstrap.
+
+    Returns
+    -------
+    summary, verdicts
+        ``summary``: one dict for the condition (its fields, SAE ``fvu``, ``dead`` share, ``l0``, units scored,
+        genres covered purely by each unit type, wins of the SAE's best unit per genre (AUC) against the
+        untrained SAE and the hidden dimensions, seconds). ``verdicts``: one row per (side, control) of
+        :func:`seqsae_lib.interpret.compare_to_controls` on ``kl_excess``.
+    """
+    if not isinstance(condition, Condition):
+        raise TypeError(f"condition must be a Condition, got {type(condition).__name__}")
+    if store.capture_point != condition.capture_point:
+        raise ValueError(f"condition {condition.name!r} reads {condition.capture_point!r} but the store holds "
+                         f"{store.capture_point!r} states")
+    check_choice("kind", condition.kind, ("topk", "batchtopk", "relu"))
+    num_epochs = check_int("num_epochs", num_epochs, minimum=1)
+    start = time.perf_counter()
+    config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed)
+    sae, _ = train_sae(store, config, SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
+                                                     num_threads=num_threads, progress=False))
+    sae.eval()
+    quality = evaluate_reconstruction(sae, store.acts)
+    train_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    units = _units(sae, config, store, seed)
+    rows, labelled = [], {}
+    for side in ("input", "next"):
+        labels, names = labelled[side] = genre_labels(store, seq_data, side)
+        frames = {name: top_firing_concentration(acts, labels, names, top_n=top_n, min_fires=min_fires, seed=seed)
+                  for name, acts in units.items()}
+        table = compare_to_controls(frames, "kl_excess", reference="SAE", n_boot=n_boot, seed=seed)
+        rows.append(table.assign(side=side))
+    verdicts = pd.concat(rows, ignore_index=True)
+    verdicts.insert(0, "condition", condition.name)
+
+    labels, names = labelled["input"]
+    coverage = {name: concept_coverage(acts, labels, names, top_n=top_n, min_fires=min_fires)
+                for name, acts in units.items()}
+    summary: dict[str, Any] = {**asdict(condition), "num_epochs": num_epochs, "positions": len(store),
+                               "fvu": float(quality["fvu"]), "dead": float(quality["dead_fraction"]),
+                               "l0": float(quality["l0"])}
+    summary["sae_scored"] = int(frames["SAE"]["eligible"].sum())
+    for name, table in coverage.items():
+        summary[f"covered: {name}"] = int(table["covered"].sum())
+    summary["genres"] = len(names)
+    for control in ("untrained SAE", "hidden dims"):
+        paired = paired_comparison(coverage["SAE"]["best_auc"].to_numpy(), coverage[control]["best_auc"].to_numpy(),
+                                   names=("SAE", control), n_boot=n_boot, seed=seed)
+        summary[f"best-AUC wins vs {control}"] = f"{paired['wins']}/{paired['n']}"
+    summary["train_seconds"] = round(train_seconds, 1)
+    summary["score_seconds"] = round(time.perf_counter() - start, 1)
+    return summary, verdicts
+
+
+def load_conditions(folder: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The recorded conditions study: ``(summary, verdicts, meta)`` as written by ``scripts/conditions_study.py``.
+
+    Introduced in chapter 4. ``summary`` has one row per condition, ``verdicts`` one row per (condition,
+    side, control), ``meta`` the command, runtime, threads and library version of the run.
+
+    Raises
+    ------
+    FileNotFoundError
+        The study has not been recorded in ``folder`` (default :data:`RECORDED_DIR`); the message says how to
+        record it.
+    """
+    import json
+
+    base = Path(folder) if folder is not None else RECORDED_DIR
+    paths = [base / "conditions.csv", base / "condition_verdicts.csv", base / "conditions.json"]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} missing in {base}: record the study with "
+                                f"`python scripts/conditions_study.py`")
+    return pd.read_csv(paths[0]), pd.read_csv(paths[1]), json.loads(paths[2].read_text())
