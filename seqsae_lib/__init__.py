@@ -44,10 +44,10 @@ from seqsae_lib.interpret import (
 
 # steering (chapter 5)
 from seqsae_lib.steering import (
-    LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, combine, concept_steering,
-    evaluate_methods, evaluate_steering, get_concept, popularity_concept, preactivation_std,
-    random_latent_baseline, rerank_baseline, sae_method, select_latents, share_at_equal_cost, steer,
-    steered_scores, steering_methods,
+    LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, bonus_rerank_baseline, combine,
+    concept_steering, evaluate_methods, evaluate_steering, get_concept, mean_difference_baseline,
+    popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline, sae_method, score_changes,
+    select_latents, share_at_equal_cost, steer, steered_scores, steering_methods, user_dependence,
 )
 
 # figures
@@ -68,21 +68,21 @@ __all__ = [
     "MostPopularScorer", "NO_PROFILE", "NextItemDataset", "RandomScorer", "SAEConfig", "SAETrainConfig",
     "SAE_ML100K_FINAL", "SASREC_ML100K", "SASRec", "SparseAutoencoder", "Steering", "SteeringCache",
     "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
-    "before_after_grid", "build_atlas", "collect_activations", "combine", "compare_unit_types",
+    "before_after_grid", "bonus_rerank_baseline", "build_atlas", "collect_activations", "combine", "compare_unit_types",
     "concept_steering", "counterfactual_check", "density_histogram", "downstream_fidelity", "evaluate",
     "evaluate_methods", "evaluate_reconstruction", "evaluate_steering", "explain_final", "explain_inner",
     "explain_top_k", "explanations_table", "fidelity_per_user", "fingerprint_differences", "get_concept",
     "intervene", "key_figures", "leave_one_out", "left_pad", "load_movielens", "load_pretrained_sae",
-    "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader",
+    "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
     "monosemanticity_scores", "planted_topic_experiment", "plot_density_histogram", "plot_explanation",
     "plot_feature_card", "plot_genre_counts", "plot_planted_recovery", "plot_sae_frontier",
     "plot_sae_training", "plot_sequence_lengths", "plot_split", "plot_steering_tradeoff",
     "plot_topic_transitions", "plot_unit_type_comparison", "popularity_concept", "preactivation_std",
     "pretrained_stem", "random_latent_baseline", "rank_agreement", "record", "rerank_baseline",
-    "resolve_device", "sae_method", "score_unit_types", "select_latents", "sequence_loss", "set_seed",
+    "resolve_device", "sae_method", "score_changes", "score_unit_types", "select_latents", "sequence_loss", "set_seed",
     "set_threads", "share_at_equal_cost", "shipped_pipeline", "sparse_dictionary_data", "splice", "steer",
     "steered_scores", "steering_methods", "train_from_recipe", "train_sae", "train_sae_grid", "train_sasrec",
-    "training_activations", "widgets",
+    "training_activations", "user_dependence", "widgets",
 ]
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ Introduced in chapter 5.
 * :mod:`~seqsae_lib.steering.promotion` / :mod:`~seqsae_lib.steering.selection`: the latents that steer towards one;
 * :mod:`~seqsae_lib.steering.evaluation`, :mod:`~seqsae_lib.steering.baselines`,
   :mod:`~seqsae_lib.steering.tradeoffs`: measuring steering against baselines;
+* :mod:`~seqsae_lib.steering.geometry`: whether a steering is a fixed per-item bonus or depends on the user;
 * :mod:`~seqsae_lib.steering.live`: the engine of the steering widget.
 """
 
@@ -39,6 +40,7 @@ from seqsae_lib.steering.evaluation import (
     evaluate_methods,
     evaluate_steering,
 )
+from seqsae_lib.steering.geometry import bonus_rerank_baseline, score_changes, user_dependence
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.live import LiveSteering, Recommendations, before_after_grid
 from seqsae_lib.steering.promotion import latent_promotion
@@ -82,6 +84,7 @@ __all__ = [
     "add_vector",
     "attribute_concept",
     "before_after_grid",
+    "bonus_rerank_baseline",
     "cached_last_state",
     "check_concept",
     "check_sae_fits",
@@ -106,11 +109,13 @@ __all__ = [
     "random_latent_baseline",
     "rerank_baseline",
     "sae_method",
+    "score_changes",
     "scores_from_state",
     "select_latents",
     "share_at_equal_cost",
     "steer",
     "steered_scores",
     "steering_methods",
+    "user_dependence",
     "year_range_concept",
 ]

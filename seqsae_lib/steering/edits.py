@@ -40,6 +40,15 @@ Edits apply in order; every code edit sees the result of the previous ones on th
 (``"shift_z"`` recomputes the activation from the shifted pre-activation). ``"add"`` edits are summed
 into one vector and applied after the code edits.
 
+Only where the latent fires (``active_only=True``)
+-------------------------------------------------
+A ``"set"``, ``"shift_z"``, ``"scale"`` or ``"ablate"`` edit with ``active_only=True`` changes a state only
+if the latent fires in that state's own (unedited) code, ``z[latent] > 0``; elsewhere the latent stays
+off. Such an edit depends on each user's state by construction: users whose latent is silent are not
+touched, and a clamp moves each active user by a different amount. ``"scale"`` and ``"ablate"`` already
+leave silent latents at 0, so for them the flag changes nothing; ``"add"`` ignores the code and refuses
+it.
+
 Positions: ``positions="last"`` edits only the most recent position (the one the model recommends
 from); ``"all"`` edits every non-padding position, so at an inner capture point later layers also
 attend to steered earlier positions. Padding states (exactly zero vectors) are never touched.
@@ -55,6 +64,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -106,7 +116,10 @@ class LatentEdit:
     ValueError
         Unknown ``op`` (the message lists :data:`OPS`), a negative latent id, a non-finite ``value``, a
         negative value for ``"set"`` or ``"scale"`` (codes are non-negative: push away with a negative
-        ``"add"`` or ``"shift_z"`` instead), a non-zero value for ``"ablate"``.
+        ``"add"`` or ``"shift_z"`` instead), a non-zero value for ``"ablate"``, ``active_only=True`` on an
+        ``"add"`` edit.
+    TypeError
+        ``active_only`` that is not a bool.
     """
 
     latent: int
@@ -116,6 +129,8 @@ class LatentEdit:
     value: float = 0.0
     """Amount (``"add"``: state units; ``"set"``: activation; ``"scale"``: factor; ``"shift_z"``: standard
     deviations of the pre-activation; ``"ablate"``: unused, 0)."""
+    active_only: bool = False
+    """Edit only states where the latent fires in their own code (see the module docstring); not for ``"add"``."""
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -134,8 +149,16 @@ class LatentEdit:
             )
         if self.op == "ablate" and value != 0.0:
             raise ValueError(f"'ablate' takes no value (it sets the activation to 0), got value={value}")
+        if not isinstance(self.active_only, (bool, np.bool_)):
+            raise TypeError(f"active_only must be a bool, got {type(self.active_only).__name__} ({self.active_only!r})")
+        if self.active_only and self.op == "add":
+            raise ValueError(
+                "'add' pushes along the decoder direction whatever the code, so active_only=True does not apply; "
+                "use 'set', 'scale' or 'shift_z' with active_only=True to edit only where the latent fires"
+            )
         object.__setattr__(self, "latent", int(lat))
         object.__setattr__(self, "value", value)
+        object.__setattr__(self, "active_only", bool(self.active_only))
 
     @property
     def is_noop(self) -> bool:
@@ -143,9 +166,10 @@ class LatentEdit:
         return (self.op in ("add", "shift_z") and self.value == 0.0) or (self.op == "scale" and self.value == 1.0)
 
     def __str__(self) -> str:
+        only = ", active only" if self.active_only else ""
         if self.op == "ablate":
-            return f"ablate({self.latent})"
-        return f"{self.op}({self.latent}, {self.value:+g})"
+            return f"ablate({self.latent}{only})"
+        return f"{self.op}({self.latent}, {self.value:+g}{only})"
 
 
 def add_vector(sae: SparseAutoencoder, edits: Sequence[LatentEdit]) -> Tensor:
@@ -185,16 +209,20 @@ def edit_delta(
         for e in code_edits:
             lat = e.latent
             if e.op == "set":
-                cur[lat] = torch.full_like(cur[lat], e.value)
+                new = torch.full_like(cur[lat], e.value)
             elif e.op == "scale":
-                cur[lat] = cur[lat] * e.value
+                new = cur[lat] * e.value
             elif e.op == "ablate":
-                cur[lat] = torch.zeros_like(cur[lat])
+                new = torch.zeros_like(cur[lat])
             else:  # shift_z
                 std = latent_std.to(pre.device, pre.dtype)  # type: ignore[union-attr]
                 shifted = cur_pre[lat] + e.value * std[lat]
+                if e.active_only:
+                    shifted = torch.where(z[:, lat] > 0, shifted, cur_pre[lat])
                 cur_pre[lat] = shifted
-                cur[lat] = _gate(sae, shifted, pre[:, lat], topk_vals)  # type: ignore[index]
+                new = _gate(sae, shifted, pre[:, lat], topk_vals)  # type: ignore[index]
+            # active_only: states whose own code does not fire the latent keep their current value
+            cur[lat] = torch.where(z[:, lat] > 0, new, cur[lat]) if e.active_only else new
         idx = torch.tensor(latents, device=z.device)
         dz = torch.stack([cur[lat] - z[:, lat] for lat in latents], dim=1)
         delta = (dz @ sae.W_dec[idx]) / sae.input_scale

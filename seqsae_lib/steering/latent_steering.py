@@ -36,9 +36,9 @@ __all__ = ["Steering"]
 def _as_edit(edit: Any) -> LatentEdit:
     if isinstance(edit, LatentEdit):
         return edit
-    if isinstance(edit, (tuple, list)) and len(edit) in (2, 3):
+    if isinstance(edit, (tuple, list)) and len(edit) in (2, 3, 4):
         return LatentEdit(*edit)
-    raise TypeError(f"edits must be LatentEdit objects or (latent, op[, value]) tuples, got {edit!r}")
+    raise TypeError(f"edits must be LatentEdit objects or (latent, op[, value[, active_only]]) tuples, got {edit!r}")
 
 
 def _pairs(latents: Any, values: Any, what: str) -> list[tuple[int, Any]]:
@@ -151,8 +151,9 @@ class Steering:
         latent_std: Tensor | None = None,
         label: str = "",
         capture_point: str | None = None,
+        active_only: bool = False,
     ) -> Steering:
-        edits = tuple(LatentEdit(lat, op, val) for lat, val in _pairs(latents, values, op))
+        edits = tuple(LatentEdit(lat, op, val, active_only) for lat, val in _pairs(latents, values, op))
         return cls(sae, edits, positions, latent_std, label, capture_point=capture_point)
 
     @classmethod
@@ -177,17 +178,29 @@ class Steering:
     def set(
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
+        active_only: bool = False,
     ) -> Steering:
-        """Clamp each latent's activation to ``value``. Introduced in chapter 5."""
-        return cls._make("set", sae, latents, values, positions, label=label, capture_point=capture_point)
+        """Clamp each latent's activation to ``value``. Introduced in chapter 5.
+
+        With ``active_only=True`` only in states where the latent fires (the others keep it at 0), so the
+        change depends on each user's own activation.
+        """
+        return cls._make("set", sae, latents, values, positions, label=label, capture_point=capture_point,
+                         active_only=active_only)
 
     @classmethod
     def scale(
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
+        active_only: bool = False,
     ) -> Steering:
-        """Multiply each latent's activation by ``value``. Introduced in chapter 5."""
-        return cls._make("scale", sae, latents, values, positions, label=label, capture_point=capture_point)
+        """Multiply each latent's activation by ``value``. Introduced in chapter 5.
+
+        A scale only ever changes latents that fire (``0 * value = 0``): ``active_only`` is accepted for
+        symmetry with :meth:`set` and :meth:`shift_z` and changes nothing.
+        """
+        return cls._make("scale", sae, latents, values, positions, label=label, capture_point=capture_point,
+                         active_only=active_only)
 
     @classmethod
     def ablate(
@@ -201,13 +214,15 @@ class Steering:
     def shift_z(
         cls, sae: SparseAutoencoder, latents: int | Sequence[int], values: float | Sequence[float],
         latent_std: Tensor, *, positions: Positions = "last", label: str = "", capture_point: str | None = None,
+        active_only: bool = False,
     ) -> Steering:
         """Shift each latent's pre-activation by ``value`` standard deviations (PopSteer-style).
 
         Introduced in chapter 5. ``latent_std`` comes from
-        :func:`~seqsae_lib.steering.edits.preactivation_std`.
+        :func:`~seqsae_lib.steering.edits.preactivation_std`. With ``active_only=True`` only states where
+        the latent fires are shifted (a silent latent is never switched on).
         """
-        return cls._make("shift_z", sae, latents, values, positions, latent_std, label, capture_point)
+        return cls._make("shift_z", sae, latents, values, positions, latent_std, label, capture_point, active_only)
 
     # ---- combination -------------------------------------------------------------------------------
 
@@ -284,11 +299,11 @@ class Steering:
         return all(e.is_noop for e in self.edits)
 
     def to_frame(self) -> pd.DataFrame:
-        """The edits as a table (``latent, op, value``). Introduced in chapter 5."""
+        """The edits as a table (``latent, op, value, active_only``). Introduced in chapter 5."""
         return pd.DataFrame(
             {"latent": [e.latent for e in self.edits], "op": [e.op for e in self.edits],
-             "value": [e.value for e in self.edits]},
-            columns=["latent", "op", "value"],
+             "value": [e.value for e in self.edits], "active_only": [e.active_only for e in self.edits]},
+            columns=["latent", "op", "value", "active_only"],
         )
 
     def __repr__(self) -> str:
