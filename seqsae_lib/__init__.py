@@ -42,6 +42,14 @@ from seqsae_lib.interpret import (
     explain_top_k, explanations_table, monosemanticity_scores, rank_agreement, score_unit_types,
 )
 
+# the fair monosemanticity test (chapter 4)
+from seqsae_lib.interpret import (
+    auc_ceiling, bootstrap_median_ci, by_fire_bin, compare_to_controls, concept_coverage, energy_share,
+    fair_unit_scores, fire_counts, frequency_matched_scores, genre_labels, genre_matrices, hidden_dim_units,
+    output_concentration, paired_comparison, random_rotation_units, subset_coverage, untrained_sae_units,
+    verdict_sentence, weighted_summary,
+)
+
 # steering (chapter 5)
 from seqsae_lib.steering import (
     LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, bonus_rerank_baseline, combine,
@@ -54,35 +62,41 @@ from seqsae_lib.steering import (
 from seqsae_lib.viz import (
     plot_density_histogram, plot_explanation, plot_feature_card, plot_genre_counts, plot_planted_recovery,
     plot_sae_frontier, plot_sae_training, plot_sequence_lengths, plot_split, plot_steering_tradeoff,
-    plot_topic_transitions, plot_unit_type_comparison,
+    plot_topic_transitions, plot_unit_type_comparison, plot_auc_ceiling, plot_concept_coverage, plot_median_cis,
 )
 
 # shipped recipes and experiments
 from seqsae_lib.experiments import (
-    SAE_ML100K_FINAL, SASREC_ML100K, load_pretrained_sae, load_pretrained_sasrec, planted_topic_experiment,
-    pretrained_stem, shipped_pipeline, train_from_recipe, training_activations,
+    SASREC_ML100K, Condition, load_conditions, load_pretrained_sae, load_pretrained_sasrec,
+    planted_topic_experiment, pretrained_stem, run_condition, sae_recipe, sasrec_recipe, shipped_pipeline,
+    train_from_recipe, training_activations,
 )
 
 __all__ = [
-    "DATASETS", "DEAD", "DataSourceError", "EXPECTED_COUNTS", "FingerprintMismatchError", "LiveSteering",
-    "MostPopularScorer", "NO_PROFILE", "NextItemDataset", "RandomScorer", "SAEConfig", "SAETrainConfig",
-    "SAE_ML100K_FINAL", "SASREC_ML100K", "SASRec", "SparseAutoencoder", "Steering", "SteeringCache",
+    "Condition", "DATASETS", "DataSourceError", "DEAD", "EXPECTED_COUNTS", "FingerprintMismatchError",
+    "LiveSteering", "MostPopularScorer", "NextItemDataset", "NO_PROFILE", "RandomScorer",
+    "SAEConfig", "SAETrainConfig", "SASRec", "SASREC_ML100K", "SparseAutoencoder", "Steering", "SteeringCache",
     "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
-    "before_after_grid", "bonus_rerank_baseline", "build_atlas", "collect_activations", "combine", "compare_unit_types",
-    "concept_steering", "counterfactual_check", "density_histogram", "downstream_fidelity", "evaluate",
-    "evaluate_methods", "evaluate_reconstruction", "evaluate_steering", "explain_final", "explain_inner",
-    "explain_top_k", "explanations_table", "fidelity_per_user", "fingerprint_differences", "get_concept",
-    "intervene", "key_figures", "leave_one_out", "left_pad", "load_movielens", "load_pretrained_sae",
-    "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
-    "monosemanticity_scores", "planted_topic_experiment", "plot_density_histogram", "plot_explanation",
-    "plot_feature_card", "plot_genre_counts", "plot_planted_recovery", "plot_sae_frontier",
-    "plot_sae_training", "plot_sequence_lengths", "plot_split", "plot_steering_tradeoff",
-    "plot_topic_transitions", "plot_unit_type_comparison", "popularity_concept", "preactivation_std",
-    "pretrained_stem", "random_latent_baseline", "rank_agreement", "record", "rerank_baseline",
-    "resolve_device", "sae_method", "score_changes", "score_unit_types", "select_latents", "sequence_loss", "set_seed",
-    "set_threads", "share_at_equal_cost", "shipped_pipeline", "sparse_dictionary_data", "splice", "steer",
-    "steered_scores", "steering_methods", "train_from_recipe", "train_sae", "train_sae_grid", "train_sasrec",
-    "training_activations", "user_dependence", "widgets",
+    "auc_ceiling", "before_after_grid", "bonus_rerank_baseline", "bootstrap_median_ci", "build_atlas",
+    "by_fire_bin", "collect_activations", "combine", "compare_to_controls", "compare_unit_types",
+    "concept_coverage", "concept_steering", "counterfactual_check", "density_histogram", "downstream_fidelity",
+    "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction", "evaluate_steering", "explain_final",
+    "explain_inner", "explain_top_k", "explanations_table", "fair_unit_scores", "fidelity_per_user",
+    "fingerprint_differences", "fire_counts", "frequency_matched_scores", "genre_labels", "genre_matrices",
+    "get_concept", "hidden_dim_units", "intervene", "key_figures", "leave_one_out", "left_pad", "load_conditions",
+    "load_movielens", "load_pretrained_sae", "load_pretrained_sasrec", "make_sequences", "make_synthetic",
+    "make_train_loader", "mean_difference_baseline", "monosemanticity_scores", "output_concentration",
+    "paired_comparison", "planted_topic_experiment", "plot_auc_ceiling", "plot_concept_coverage",
+    "plot_density_histogram", "plot_explanation", "plot_feature_card", "plot_genre_counts", "plot_median_cis",
+    "plot_planted_recovery", "plot_sae_frontier", "plot_sae_training", "plot_sequence_lengths", "plot_split",
+    "plot_steering_tradeoff", "plot_topic_transitions", "plot_unit_type_comparison", "popularity_concept",
+    "preactivation_std", "pretrained_stem", "random_latent_baseline", "random_rotation_units", "rank_agreement",
+    "record", "rerank_baseline", "resolve_device", "run_condition", "sae_method", "sae_recipe", "sasrec_recipe",
+    "score_changes", "score_unit_types", "select_latents", "sequence_loss", "set_seed", "set_threads",
+    "share_at_equal_cost", "shipped_pipeline", "sparse_dictionary_data", "splice", "steer", "steered_scores",
+    "steering_methods", "subset_coverage", "train_from_recipe", "train_sae", "train_sae_grid", "train_sasrec",
+    "training_activations", "untrained_sae_units", "user_dependence", "verdict_sentence", "weighted_summary",
+    "widgets",
 ]
 
 __version__ = "0.1.0"

@@ -62,3 +62,21 @@ def test_public_names_say_which_chapter_introduces_them_and_only_the_toc_knows_f
     assert not missing, f"public names without a valid 'Introduced in chapter N': {missing}"
     for path in PACKAGE.rglob("*.py"):
         assert not re.search(r"chapters/\d\d_\w+\.ipynb", path.read_text(encoding="utf-8")), path
+
+
+def test_the_top_level_is_exactly_what_the_chapters_use():
+    """``import seqsae_lib as sl`` is the curriculum: every ``sl.<name>`` a chapter calls is exported, and every
+    exported name is met in some chapter (its code or its text)."""
+    import json
+    import re
+
+    import seqsae_lib as sl
+
+    code, text = set(), set()
+    for path in sorted((REPO / "chapters").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            found = set(re.findall(r"\bsl\.(\w+)", "".join(cell["source"])))
+            (code if cell["cell_type"] == "code" else text).update(found)
+    exported = set(sl.__all__)
+    assert not code - exported, f"chapters call names the top level does not export: {sorted(code - exported)}"
+    assert not exported - code - text, f"exported but met in no chapter: {sorted(exported - code - text)}"

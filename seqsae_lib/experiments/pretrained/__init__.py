@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from seqsae_lib.data import DATASETS
 from seqsae_lib.model import load_checkpoint
 from seqsae_lib.model import SASRec
 from seqsae_lib.model import History, TrainConfig, train_sasrec
@@ -84,16 +85,20 @@ SASREC_RECIPES: dict[str, SASRecRecipe] = {recipe.dataset: recipe for recipe in 
 def sasrec_recipe(dataset: str) -> SASRecRecipe:
     """The SASRec recipe chosen for ``dataset`` (a key of :data:`SASREC_RECIPES`).
 
+    Introduced in chapter 2. A data set of :data:`seqsae_lib.DATASETS` without a chosen recipe (``"ml-1m"``)
+    gets the ML-100k recipe's settings under its own name (nothing is shipped for it: load fails with a
+    missing-checkpoint error; train it with ``RETRAIN = True`` or ``scripts/train_sasrec.py``).
+
     Raises
     ------
     KeyError
-        No recipe was chosen for that data set; the message lists those that have one.
+        Not a data set the library knows; the message lists those that have a recipe.
     """
-    try:
+    if dataset in SASREC_RECIPES:
         return SASREC_RECIPES[dataset]
-    except KeyError:
-        raise KeyError(f"no SASRec recipe for data set {dataset!r}; recipes exist for "
-                       f"{sorted(SASREC_RECIPES)}") from None
+    if dataset in DATASETS:  # a known data set without a chosen recipe: ML-100k's settings, nothing shipped
+        return replace(SASREC_ML100K, name=f"sasrec_{dataset.replace('-', '')}", dataset=dataset)
+    raise KeyError(f"no SASRec recipe for data set {dataset!r}; recipes exist for {sorted(SASREC_RECIPES)}")
 
 
 PRETRAINED_ENV_VAR = "SEQSAE_PRETRAINED"
@@ -205,17 +210,20 @@ SAE_RECIPES: dict[str, SAERecipe] = {"ml-100k": SAE_ML100K_FINAL, "ml-1m-u2999":
 def sae_recipe(dataset: str) -> SAERecipe:
     """The SAE recipe shipped for ``dataset`` (a key of :data:`SAE_RECIPES`).
 
-    Introduced in chapter 3.
+    Introduced in chapter 3. A known data set without one gets the ML-100k recipe under its own name, as
+    :func:`sasrec_recipe` does.
 
     Raises
     ------
     KeyError
-        No SAE recipe for that data set; the message lists those that have one.
+        Not a data set the library knows; the message lists those that have a recipe.
     """
-    try:
+    if dataset in SAE_RECIPES:
         return SAE_RECIPES[dataset]
-    except KeyError:
-        raise KeyError(f"no SAE recipe for data set {dataset!r}; recipes exist for {sorted(SAE_RECIPES)}") from None
+    if dataset in DATASETS:  # a known data set without a chosen recipe: ML-100k's settings, nothing shipped
+        return replace(SAE_ML100K_FINAL, name=f"sae_{dataset.replace('-', '')}_final",
+                       sasrec=sasrec_recipe(dataset).name)
+    raise KeyError(f"no SAE recipe for data set {dataset!r}; recipes exist for {sorted(SAE_RECIPES)}")
 
 
 def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
