@@ -26,6 +26,8 @@ _SCORE_NAMES = {
     "purity_lift": "top-N genre purity lift",
     "js": "Jensen-Shannon separability",
     "ms": "MS: top-item similarity",
+    "best_purity": "share of the genre among the best unit's 100 top positions",
+    "best_auc": "best single unit's ROC-AUC for the genre",
 }
 
 
