@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.data import SequenceData
-from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.codes import LatentCodes, column_entries
 from seqsae_lib.interpret.contexts import driving_items, top_contexts
 from seqsae_lib.interpret.effects import latent_item_effects, rank_item_effects
 from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label
@@ -147,6 +147,7 @@ class FeatureAtlas:
         """
         j = self._check(latent)
         lab = self.labels.loc[j]
+        column_entries(self.codes)  # built once per codes (feature_stats already did): columns read in microseconds
         column = self.codes.column(j).numpy()
         fires = bool(self.stats.loc[j, "n_fires"] > 0)
         empty = pd.DataFrame()

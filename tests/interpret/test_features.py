@@ -111,6 +111,24 @@ def test_latent_codes_roundtrip_and_helpers():
     assert "nnz" in repr(codes)
 
 
+def test_latent_column_reads_the_column_major_copy_once_built():
+    # column() scans every stored value until column_entries has sorted the codes by latent; then it reads
+    # the latent's own entries. Both must give exactly the dense column, for every latent (dead ones too).
+    from seqsae_lib.interpret.codes import column_entries
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.relu(torch.randn(80, 9, generator=g) - 1.2)
+    z[:, 4] = 0.0  # a dead latent
+    codes = LatentCodes.from_dense(z)
+    scanned = [codes.column(j) for j in range(9)]
+    column_entries(codes)
+    assert "columns" in codes._cache
+    for j in range(9):
+        assert torch.equal(codes.column(j), z[:, j]) and torch.equal(scanned[j], z[:, j])
+    with pytest.raises(IndexError):
+        codes.column(9)
+
+
 def test_latent_codes_validation():
     with pytest.raises(ValueError, match="indices"):
         LatentCodes(torch.tensor([0, 1]), torch.tensor([5]), torch.tensor([1.0]), 3)
@@ -227,7 +245,7 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     d = sae.W_dec[5].detach() / 2.0
     exact = (d @ model.item_emb.weight.detach().T)[1:].numpy()
     top = promoted_items(model, sae, 5, capture_point="final", n=20)
-    assert top.attrs["method"] == "exact"
+    assert (top["method"] == "exact").all()
     assert np.allclose(top.set_index("item").loc[np.arange(1, 21), "score"].to_numpy(), exact, atol=1e-6)
     assert (np.diff(top["score"].to_numpy()) <= 0).all()
     bottom = promoted_items(model, sae, 5, capture_point="final", n=3, bottom=True)
@@ -237,7 +255,7 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 21, size=int(rng.integers(2, 7))) for _ in range(12)]
     fd = promoted_items(model, sae, 5, capture_point="block_0", n=20, sequences=seqs, alpha=1e-3, n_states=12)
-    assert fd.attrs["method"] == "finite-difference"
+    assert (fd["method"] == "finite-difference").all()
     from seqsae_lib.data import left_pad
 
     ids = left_pad(seqs, 6)

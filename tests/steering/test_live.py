@@ -61,6 +61,25 @@ def test_latent_slider_equals_a_manual_add(live):
     assert rec.table["item"].tolist() == torch.topk(scores, 5).indices.tolist()
 
 
+def test_slider_steering_is_the_combination_of_the_per_slider_steerings(live):
+    # An update builds one Steering from the sliders; it must be the documented one: the concept's
+    # concept_steering (rule "add") and a latent slider's Steering.add, combined in the sliders' order.
+    name = live.slider_names[0]
+    latent = int(live.active_latents(0, 1)["latent"].iloc[0])
+    sliders = {f"latent:{latent}": -1.5, name: 2.5}
+    built = live.steering(sliders)
+    expected = sl.Steering.combine(
+        sl.Steering.identity(live.sae), sl.Steering.add(live.sae, latent, -1.5),
+        sl.concept_steering(live.concepts[name], 2.5, live.concept_latents[name], live.sae),
+    )
+    assert built == expected and built.label == expected.label == f"more {name} (+2.5)"
+    assert live.steering({}).is_identity and live.steering({name: 0.0}).is_identity
+    down = live.steering({name: -3.0})
+    assert down.label == f"less {name} (-3)" and {e.value for e in down.edits} == {-3.0}
+    with pytest.raises(ValueError, match=f"slider '{name}' must be a finite number"):
+        live.steering({name: float("inf")})
+
+
 def test_bad_requests(live, tiny_seq):
     with pytest.raises(KeyError, match="unknown slider"):
         live.recommend(0, {"Westerns": 1.0})
