@@ -112,7 +112,7 @@ def latent_item_effects(
 
     Introduced in chapter 4. The one implementation of decoder effects on
     item scores: :func:`promoted_items` ranks one latent's effects, and
-    :func:`seqsae_lib.steering.concepts.latent_promotion` turns many latents' effects into a concept's
+    :func:`seqsae_lib.steering.promotion.latent_promotion` turns many latents' effects into a concept's
     promotion and specificity. Compute once and rank both ends with :func:`rank_item_effects` (a feature
     card shows the top and the bottom).
 

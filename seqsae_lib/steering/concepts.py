@@ -146,7 +146,7 @@ class Concept:
     def contrast(self) -> np.ndarray:
         """``(num_items + 1,)`` vector ``c`` with ``c @ logits`` = weighted mean over concept items minus over the rest.
 
-        Introduced in chapter 5; the promotion of :func:`latent_promotion`.
+        Introduced in chapter 5; the promotion of :func:`~seqsae_lib.steering.promotion.latent_promotion`.
         Row 0 is 0.
 
         Raises

@@ -109,7 +109,7 @@ class LiveSteering:
         holds the capture point the sliders steer.
     k : int, default 10
     labels : DataFrame, optional
-        :func:`seqsae_lib.auto_label` output, to name the user's most active latents.
+        :func:`~seqsae_lib.interpret.labels.auto_label` output, to name the user's most active latents.
     concepts : mapping name -> Concept, optional
         Concepts not known by name (e.g. an attribute concept).
 
@@ -120,7 +120,7 @@ class LiveSteering:
         ids, ids outside ``1..num_items``), naming the user index, the position and the value.
     SAEMetadataMismatchError
         On construction: the SAE's metadata records another SASRec's weights hash
-        (:func:`~seqsae_lib.sae.autoencoder.check_sae_matches_model`; checked once, not on every update).
+        (:func:`~seqsae_lib.sae.io.check_sae_matches_model`; checked once, not on every update).
     """
 
     model: nn.Module

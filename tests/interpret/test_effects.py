@@ -1,7 +1,7 @@
 """Tests for seqsae_lib.interpret.effects (chapters 4 and 5): the one implementation of decoder effects on item scores.
 
 ``test_latent_item_effects_reproduce_latent_promotion`` is the contract with
-:func:`seqsae_lib.steering.concepts.latent_promotion`: its numbers are a projection of
+:func:`seqsae_lib.steering.promotion.latent_promotion`: its numbers are a projection of
 :func:`latent_item_effects` (see ``promotion_from_effects``), bit for bit, for every method and capture point.
 """
 
