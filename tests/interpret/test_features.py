@@ -7,15 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import ActivationStore
-from seqsae_lib.interpret import LatentCodes
-from seqsae_lib.interpret import driving_items, top_contexts
-from seqsae_lib.interpret import promoted_items
+from seqsae_lib.sae import ActivationStore, SAEConfig, SparseAutoencoder
 from seqsae_lib.interpret import (
-    PROFILE_COLUMNS, category_profile, decade_profile, genre_profile, popularity_profile, user_profile,
+    PROFILE_COLUMNS,
+    LatentCodes,
+    category_profile,
+    decade_profile,
+    driving_items,
+    feature_stats,
+    genre_profile,
+    latent_activations,
+    popularity_profile,
+    promoted_items,
+    top_contexts,
+    user_profile,
 )
-from seqsae_lib.interpret import feature_stats, latent_activations
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.model import SASRec
 from seqsae_lib.data import SequenceData
 

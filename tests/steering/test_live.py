@@ -10,8 +10,7 @@ import seqsae_lib as sl
 
 
 @pytest.fixture(scope="module")
-def live(tiny_seq, tiny_split, train_tiny_sasrec):
-    model = train_tiny_sasrec(tiny_split, epochs=2)
+def live(tiny_seq, tiny_split, model):
     store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
     sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
                           sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
