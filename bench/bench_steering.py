@@ -58,8 +58,9 @@ def main() -> None:
         for _ in range(args.updates // args.users):
             sliders = {c: float(rng.uniform(-6, 6)) for c in concepts if rng.random() < 0.6}
             times.append(live.recommend(int(u), sliders).seconds)
-    print(f"widget update ({len(times)} random slider settings, {args.users} users): median "
-          f"{np.median(times) * 1e3:.1f} ms, p95 {np.percentile(times, 95) * 1e3:.1f} ms, max {np.max(times) * 1e3:.1f} ms")
+    print(f"widget update ({len(times)} random slider settings, {args.users} users): "
+          f"median {np.median(times) * 1e3:.1f} ms, p95 {np.percentile(times, 95) * 1e3:.1f} ms, "
+          f"max {np.max(times) * 1e3:.1f} ms")
     print(f"picking a new user (one forward pass + unsteered top-10), {args.users} users: median "
           f"{np.median(picks) * 1e3:.1f} ms, p95 {np.percentile(picks, 95) * 1e3:.1f} ms")
 

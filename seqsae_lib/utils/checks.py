@@ -50,7 +50,7 @@ def check_float(
     name: str, value: Any, minimum: float | None = None, maximum: float | None = None, *,
     exclusive_minimum: bool = False, exclusive_maximum: bool = False,
 ) -> float:
-    """Return ``value`` as a finite ``float`` in ``[minimum, maximum]`` (``(minimum, ...`` / ``..., maximum)`` if exclusive).
+    """Return ``value`` as a finite ``float`` in ``[minimum, maximum]`` (open at an end marked exclusive).
 
     Introduced in chapter 1.
 
