@@ -48,7 +48,7 @@ RERANK_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3,
 """Bonus sizes tried for a re-ranking slider, in each direction (logits), until the budget is exceeded."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SliderCurve:
     """One calibrated concept slider: the measured average share and cost against strength.
 
@@ -136,7 +136,7 @@ class SliderCurve:
         return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SliderCalibration(Mapping[str, SliderCurve]):
     """The calibrated concept sliders of one :class:`~seqsae_lib.steering.live.LiveSteering`: concept -> curve.
 
