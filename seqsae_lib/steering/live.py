@@ -7,8 +7,10 @@ latents chosen for each concept (:func:`seqsae_lib.steering.selection.select_lat
 :class:`~seqsae_lib.steering.scoring.SteeringCache` of the state at the capture point. An update
 (:meth:`LiveSteering.recommend`) builds one :class:`~seqsae_lib.steering.latent_steering.Steering` from the slider values,
 applies it to the cached state and scores the catalogue: at ``"final"`` a few small matrix products, no
-transformer pass. The result, a :class:`Recommendations`, carries the steered top-k with what changed, the
-concept shares and the overlap with the unsteered list, and how long the update took.
+transformer pass. A ``"rerank:<concept>"`` slider adds a label bonus to the scores instead (the stronger
+operator a calibrated slider falls back to, :mod:`seqsae_lib.steering.calibration`). The result, a
+:class:`Recommendations`, carries the steered top-k with what changed, the concept shares and the overlap
+with the unsteered list, and how long the update took.
 
 :func:`before_after_grid` is the static fallback for readers without a kernel: the top-k of one user over a
 grid of strengths, as a table.
@@ -41,6 +43,8 @@ __all__ = ["LiveSteering", "Recommendations", "before_after_grid"]
 
 LATENT_PREFIX = "latent:"
 """Slider names of single latents: ``"latent:123"`` adds along latent 123's decoder direction."""
+RERANK_PREFIX = "rerank:"
+"""Slider names of label re-ranking: ``"rerank:Western"`` adds its value times the concept weight to the scores."""
 
 
 @dataclass
@@ -157,6 +161,7 @@ class LiveSteering:
         # Built once: an update only turns slider values into edits of these latents (validated above).
         self._mask_index = pd.Index(self._mask_names)
         self._identity = Steering.identity(self.sae, capture_point=self.capture_point)
+        self._bonus_rows = torch.as_tensor(self._masks, dtype=torch.float32)
 
     @property
     def slider_names(self) -> list[str]:
@@ -238,13 +243,16 @@ class LiveSteering:
         ------
         ValueError, KeyError
             Unknown slider names (the known ones are listed), non-finite values, a latent slider name that
-            is not ``"latent:<integer id>"``, latent ids out of range.
+            is not ``"latent:<integer id>"``, latent ids out of range, a ``"rerank:"`` slider (not a steering:
+            :meth:`recommend` applies it to the scores).
         """
         if not strengths:
             return self._identity
         edits: list[LatentEdit] = []
         labels: list[str] = []
         for name, value in strengths.items():
+            if isinstance(name, str) and name.startswith(RERANK_PREFIX):
+                raise ValueError(f"slider {name!r} re-ranks the scores and is not a steering; recommend() applies it")
             if isinstance(name, str) and name.startswith(LATENT_PREFIX):
                 try:
                     latent = int(name[len(LATENT_PREFIX):])
@@ -262,11 +270,40 @@ class LiveSteering:
                 raise KeyError(f"unknown slider {name!r}; expected one of {self.slider_names} or 'latent:<id>'")
         return Steering(self.sae, tuple(edits), "last", label=" + ".join(labels), capture_point=self.capture_point)
 
+    def rerank_bonus(self, strengths: Mapping[str, float]) -> tuple[dict[str, float], torch.Tensor | None]:
+        """Split off the ``"rerank:<concept>"`` sliders: the other sliders, and their summed score bonus.
+
+        Introduced in chapter 5. A re-ranking slider of value ``v`` adds ``v`` times the concept's weight to
+        every item's score (:func:`~seqsae_lib.steering.baselines.rerank_baseline`); the bonus is ``None``
+        when no re-ranking slider is non-zero.
+
+        Raises
+        ------
+        KeyError, ValueError
+            A re-ranking slider of a concept that has no slider (the known ones are listed); a non-finite value.
+        """
+        rest: dict[str, float] = {}
+        bonus = None
+        for name, value in strengths.items():
+            if not (isinstance(name, str) and name.startswith(RERANK_PREFIX)):
+                rest[name] = value
+                continue
+            concept = name[len(RERANK_PREFIX):]
+            if concept not in self._mask_index:
+                raise KeyError(f"unknown slider {name!r}; re-ranking sliders are "
+                               f"{[RERANK_PREFIX + c for c in self._mask_names]}")
+            v = check_float(f"slider {name!r}", value)
+            if v != 0.0:
+                row = v * self._bonus_rows[self._mask_index.get_loc(concept)]
+                bonus = row if bonus is None else bonus + row
+        return rest, bonus
+
     def recommend(self, user: int, strengths: Mapping[str, float] | None = None) -> Recommendations:
         """The user's steered top-k, what changed, concept shares and overlap.
 
         Introduced in chapter 5. Zero strengths give exactly the unsteered
-        list (the SAE's error term is kept).
+        list (the SAE's error term is kept); ``"rerank:<concept>"`` sliders add their bonus
+        (:meth:`rerank_bonus`) to the steered scores.
 
         Raises
         ------
@@ -276,11 +313,13 @@ class LiveSteering:
         start = time.perf_counter()
         strengths = dict(strengths or {})
         base = self._user(user)
-        steering = self.steering(strengths)
-        if steering.is_identity:
+        rest, bonus = self.rerank_bonus(strengths)
+        steering = self.steering(rest)
+        if steering.is_identity and bonus is None:
             items, scores = base.items, base.scores
         else:
-            items, scores = self._top(base.cache.scores(steering), base.seen)
+            scores = base.cache.scores(None if steering.is_identity else steering)
+            items, scores = self._top(scores if bonus is None else scores + bonus, base.seen)
         base_items = base.items
         # numpy throughout, one DataFrame per result at the end: pandas would cost more than the steering itself
         was = np.array([base.rank.get(int(i), np.nan) for i in items], dtype=float)
@@ -305,7 +344,8 @@ class LiveSteering:
 
         Introduced in chapter 5. Only at the final capture point, where the
         decomposition is exact (:func:`seqsae_lib.interpret.explain.explain_final`); the steered state is explained,
-        so a concept slider's latents show up among the contributions.
+        so a concept slider's latents show up among the contributions. A ``"rerank:"`` slider's bonus is
+        added after the state and is not part of the explanation.
 
         Raises
         ------
@@ -317,7 +357,7 @@ class LiveSteering:
         if self.capture_point != "final":
             raise ValueError("explanations are exact only at the 'final' capture point; use explain_inner")
         cache = self._user(user).cache
-        steering = self.steering(dict(strengths or {}))
+        steering = self.steering(self.rerank_bonus(dict(strengths or {}))[0])
         state = cache.final_states(steering)[0]
         (explanation,) = explain_final(self.model, self.sae, self.inputs[user], [item], seq_data=self.seq_data,
                                        labels=self.labels, state=state)
