@@ -11,7 +11,9 @@ several environments, then reports
   largest deviation from the reference (native) run.
 
 With ``--write`` it updates ``chapters/key_figures.json``: the native value of every key figure measured
-and a tolerance of ``max(3 x largest deviation, floor)``. The floor is a share of the value: 2% for a
+and a tolerance of ``max(3 x largest deviation, floor)``; a figure whose new value lies within its recorded
+tolerance keeps the larger of the two tolerances (and the environments measured before), so a run over fewer
+environments never narrows what earlier runs measured. The floor is a share of the value: 2% for a
 figure that moved, 0.5% for one that did not, or the entry's own ``min_rel_tol`` where one is set by hand
 (with its ``reason``, e.g. a larger difference observed on another machine); and at least 1e-12.
 
@@ -166,9 +168,12 @@ def main() -> None:
         old = reference.get(name, {})
         rel_floor = old.get("min_rel_tol", 0.02 if dev > 0 else 0.005)
         tol = max(3 * dev, rel_floor * abs(base), 1e-12)
+        envs = set(by_env)
+        if old and abs(base - old["value"]) <= old["abs_tol"]:  # same figure: keep what other runs measured
+            tol, dev, envs = max(tol, old["abs_tol"]), max(dev, old.get("spread", 0.0)), envs | set(old.get("envs", ()))
         rel = dev / abs(base) if base else float("nan")
         print(f"{name:40s} {base:12.6g} {dev:10.3g} {rel:8.2%}  {tol:.3g}")
-        entry = {"chapter": owner[name], "value": base, "abs_tol": tol, "spread": dev, "envs": sorted(by_env)}
+        entry = {"chapter": owner[name], "value": base, "abs_tol": tol, "spread": dev, "envs": sorted(envs)}
         entry.update({k: old[k] for k in ("min_rel_tol", "reason") if k in old})
         reference[name] = entry
     if args.write:
