@@ -1,14 +1,15 @@
 """Record the conditions study of chapter 4: the fair monosemanticity verdict in every condition of the grid.
 
     python scripts/conditions_study.py --threads 2            # the whole grid (seqsae_lib.experiments.CONDITIONS)
-    python scripts/conditions_study.py --only k=4 block_0     # some rows (appended to / replacing recorded rows)
+    python scripts/conditions_study.py --only k=4 block_0     # some rows (added to / replacing recorded rows)
 
 For each condition it trains the SAE on the shipped SASRec's states (ML-100k; MovieLens-1M users 1-2,999 with its
 shipped SASRec; the planted-topic SASRec trained here), compares the latents with the untrained SAE, a random
 rotation, the hidden dimensions and PCA (chance-corrected genre concentration among each unit's top firing
 positions, input and next item, bootstrap CIs) and counts the genres some unit covers purely. It writes
 ``conditions.csv`` (one row per condition), ``condition_verdicts.csv`` (one row per condition, side and
-control) and ``conditions.json`` (command, threads, runtime) to ``seqsae_lib/experiments/recorded/``
+control) and ``conditions.json`` (command, threads, runtime); rows are written after each condition, so an
+interrupted run keeps what it finished to ``seqsae_lib/experiments/recorded/``
 (``--out`` for another folder). Chapter 4 reads them with ``sl.load_conditions()``.
 
 The number of SAE epochs is chosen per data set so that every SAE sees about the same number of training
@@ -40,12 +41,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="names of conditions to (re)run")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RECORDED_DIR)
+    parser.add_argument("--fresh", action="store_true", help="drop the recorded rows first (default: add/replace rows)")
     args = parser.parse_args()
     sl.set_threads(args.threads)
-    chosen = [c for c in CONDITIONS if args.only is None or c.name in args.only]
-    unknown = set(args.only or ()) - {c.name for c in CONDITIONS}
+    by_name = {c.name: c for c in CONDITIONS}
+    unknown = set(args.only or ()) - set(by_name)
     if unknown:
         sys.exit(f"unknown conditions {sorted(unknown)}; the grid has {[c.name for c in CONDITIONS]}")
+    chosen = [by_name[name] for name in args.only] if args.only else list(CONDITIONS)  # run in the order asked
 
     started = time.perf_counter()
     cache: dict[str, tuple] = {}
@@ -62,41 +65,44 @@ def main() -> None:
             cache[dataset] = (data, split, model)
         return cache[dataset]
 
-    summaries, verdicts = [], []
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = {"summary": args.out / "conditions.csv", "verdicts": args.out / "condition_verdicts.csv"}
+    if args.fresh:
+        for path in (*paths.values(), args.out / "conditions.json"):
+            path.unlink(missing_ok=True)
+    order = {c.name: i for i, c in enumerate(CONDITIONS)}
     for condition in chosen:
         data, split, model = model_for(condition.dataset)
         store = training_activations(model, split, condition.capture_point)
         epochs = max(1, round(TARGET_VECTORS / len(store)))
         summary, table = run_condition(condition, store, data, num_epochs=epochs, seed=args.seed,
                                        num_threads=args.threads, n_boot=args.n_boot)
-        summaries.append(summary)
-        verdicts.append(table)
         sae_input = table[(table["side"] == "input")].set_index("other")
         print(f"{condition.name:22s} dead {summary['dead']:.3f}  FVU {summary['fvu']:.3f}  "
               f"{summary['train_seconds'] + summary['score_seconds']:.0f} s  input-genre verdict vs "
               + ", ".join(f"{o}: {sae_input.loc[o, 'verdict']}" for o in sae_input.index), flush=True)
+        record(paths, pd.DataFrame([summary]), table, order)  # after every condition: an interrupted run keeps its rows
+        seconds = time.perf_counter() - started
+        meta = {"command": "python scripts/conditions_study.py " + " ".join(sys.argv[1:]), "threads": args.threads,
+                "seed": args.seed, "seconds_this_run": round(seconds, 1),
+                "conditions": pd.read_csv(paths["summary"])["name"].tolist(), "torch": __import__("torch").__version__}
+        (args.out / "conditions.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"recorded {len(chosen)} conditions in {args.out} ({(time.perf_counter() - started) / 60:.1f} min this run)")
 
-    summary = pd.DataFrame(summaries)
-    verdict = pd.concat(verdicts, ignore_index=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": args.out / "conditions.csv", "verdicts": args.out / "condition_verdicts.csv"}
-    if args.only is not None and paths["summary"].is_file():  # keep the other recorded rows
+
+def record(paths: dict, summary: pd.DataFrame, verdict: pd.DataFrame, order: dict) -> None:
+    """Add (or replace) these conditions' rows in the recorded tables, in the grid's order, atomically."""
+    names = set(summary["name"])
+    if paths["summary"].is_file():
         old_summary, old_verdict = pd.read_csv(paths["summary"]), pd.read_csv(paths["verdicts"])
-        summary = pd.concat([old_summary[~old_summary["name"].isin(args.only)], summary], ignore_index=True)
-        verdict = pd.concat([old_verdict[~old_verdict["condition"].isin(args.only)], verdict], ignore_index=True)
-        order = {c.name: i for i, c in enumerate(CONDITIONS)}
-        summary = summary.sort_values("name", key=lambda s: s.map(order), kind="stable")
-        verdict = verdict.sort_values("condition", key=lambda s: s.map(order), kind="stable")
+        summary = pd.concat([old_summary[~old_summary["name"].isin(names)], summary], ignore_index=True)
+        verdict = pd.concat([old_verdict[~old_verdict["condition"].isin(names)], verdict], ignore_index=True)
+    summary = summary.sort_values("name", key=lambda s: s.map(order), kind="stable")
+    verdict = verdict.sort_values("condition", key=lambda s: s.map(order), kind="stable")
     for key, frame in (("summary", summary), ("verdicts", verdict)):
         tmp = paths[key].with_suffix(".tmp")
         frame.to_csv(tmp, index=False)
         tmp.replace(paths[key])
-    seconds = time.perf_counter() - started
-    meta = {"command": "python scripts/conditions_study.py " + " ".join(sys.argv[1:]), "threads": args.threads,
-            "seed": args.seed, "seconds": round(seconds, 1), "conditions": [c.name for c in chosen],
-            "torch": __import__("torch").__version__}
-    (args.out / "conditions.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"recorded {len(summary)} conditions in {args.out} ({seconds / 60:.1f} min this run)")
 
 
 if __name__ == "__main__":
