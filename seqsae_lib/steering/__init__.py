@@ -9,6 +9,8 @@ Introduced in chapter 5.
 * :mod:`~seqsae_lib.steering.promotion` / :mod:`~seqsae_lib.steering.selection`: the latents that steer towards one;
 * :mod:`~seqsae_lib.steering.evaluation`, :mod:`~seqsae_lib.steering.baselines`,
   :mod:`~seqsae_lib.steering.tradeoffs`: measuring steering against baselines;
+* :mod:`~seqsae_lib.steering.concept_table`: every concept in one table (SAE steering against the baselines
+  within NDCG budgets);
 * :mod:`~seqsae_lib.steering.geometry`: whether a steering is a fixed per-item bonus or depends on the user;
 * :mod:`~seqsae_lib.steering.live`: the engine of the steering widget.
 """
@@ -30,6 +32,13 @@ from seqsae_lib.steering.catalogue_concepts import (
     known_concepts,
     popularity_concept,
     year_range_concept,
+)
+from seqsae_lib.steering.concept_table import (
+    BASELINES,
+    TABLE_STRENGTHS,
+    concept_steering_table,
+    table_concepts,
+    wins_ties_losses,
 )
 from seqsae_lib.steering.concepts import Concept, UnknownConceptError, check_concept
 from seqsae_lib.steering.edits import OPS, POSITIONS, LatentEdit, add_vector, edit_delta, preactivation_std
@@ -64,6 +73,7 @@ from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, shar
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
 
 __all__ = [
+    "BASELINES",
     "CONCEPT_RULES",
     "GRID_COLUMNS",
     "OPS",
@@ -79,6 +89,7 @@ __all__ = [
     "SteeringCache",
     "SteeringDetails",
     "SteeringEvaluator",
+    "TABLE_STRENGTHS",
     "UnknownConceptError",
     "VectorSteering",
     "add_vector",
@@ -90,6 +101,7 @@ __all__ = [
     "check_sae_fits",
     "combine",
     "concept_lift",
+    "concept_steering_table",
     "concept_steering",
     "decade_concept",
     "edit_delta",
@@ -116,6 +128,8 @@ __all__ = [
     "steer",
     "steered_scores",
     "steering_methods",
+    "table_concepts",
     "user_dependence",
+    "wins_ties_losses",
     "year_range_concept",
 ]
