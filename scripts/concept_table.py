@@ -3,8 +3,8 @@
     python scripts/concept_table.py --threads 2                       # ML-100k -> recorded/concept_table_ml100k.csv
     python scripts/concept_table.py --dataset ml-1m-u2999 --threads 2 # once that data set's models are shipped
 
-Loads the shipped SASRec and the shipped SAEs of the data set (at ``final`` and at every inner capture point
-that has a shipped recipe, e.g. ``block_0``), runs :func:`seqsae_lib.steering.concept_steering_table` on every
+Loads the shipped SASRec and the shipped SAEs of the data set at ``final`` and ``block_0`` (``--capture-points``
+picks others among the shipped ones; only the default set is recorded), runs :func:`seqsae_lib.steering.concept_steering_table` on every
 genre and release decade with at least 20 items, prints the table, the wins/ties/losses of the best SAE
 against each baseline and the time it took, and records the table as CSV in
 ``seqsae_lib/experiments/recorded/concept_table_<data set>.csv``. A data set whose models are not shipped
@@ -33,8 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--capture-points", nargs="*", default=None,
-                        help="SAEs to steer with, by capture point (default: every shipped one)")
+    parser.add_argument("--capture-points", nargs="*", default=["final", "block_0"],
+                        help="SAEs to steer with, by capture point (default: final block_0; those shipped)")
     parser.add_argument("--concepts", nargs="*", default=None, help="default: every genre and decade with >= 20 items")
     parser.add_argument("--no-save", action="store_true", help="print only, do not write the CSV")
     args = parser.parse_args()
@@ -45,7 +45,7 @@ def main() -> None:
         return
     recipes = [r for r in SAE_RECIPES_BY_NAME.values()
                if r.sasrec == sasrec.name and pretrained_stem(r.name).with_suffix(".pt").is_file()
-               and (args.capture_points is None or r.capture_point in args.capture_points)]
+               and r.capture_point in args.capture_points]
     if not recipes:
         print(f"no shipped SAE for {args.dataset!r}: skipped")
         return
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"{args.dataset}: share@10 within each NDCG@10 budget ({table.attrs['n_users']} test users)")
     print(table[shares].round(3).to_string())
     print()
-    print(table[["best SAE", *[f"best SAE @{c:g}" for c in costs], "best SAE x", "doubles", "max lift", "label corr",
+    print(table[["best SAE", *[f"best SAE @{c:g}" for c in costs], "best SAE x", "doubles", "profile latents", "max lift", "label corr",
                  *[c for c in table.columns if c.startswith("n latents")]]].round(3).to_string())
     print()
     print(table[[c for c in table.columns if c.startswith("vs ")]].to_string())
@@ -81,7 +81,7 @@ def main() -> None:
     for concept, why in failed["why"].items():
         print(f"  {concept}: {why}")
     print(f"\ntable computed in {seconds:.1f} s with {args.threads} thread(s)")
-    if not args.no_save and args.concepts is None and args.capture_points is None:
+    if not args.no_save and args.concepts is None and args.capture_points == parser.get_default("capture_points"):
         out = RECORDED / f"concept_table_{args.dataset.replace('-', '')}.csv"
         table.round(6).to_csv(out)
         print(f"recorded {out.relative_to(RECORDED.parents[2])}")

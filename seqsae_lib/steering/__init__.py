@@ -31,15 +31,10 @@ from seqsae_lib.steering.catalogue_concepts import (
     get_concept,
     known_concepts,
     popularity_concept,
+    table_concepts,
     year_range_concept,
 )
-from seqsae_lib.steering.concept_table import (
-    BASELINES,
-    TABLE_STRENGTHS,
-    concept_steering_table,
-    table_concepts,
-    wins_ties_losses,
-)
+from seqsae_lib.steering.concept_table import BASELINES, TABLE_STRENGTHS, concept_steering_table, wins_ties_losses
 from seqsae_lib.steering.concepts import Concept, UnknownConceptError, check_concept
 from seqsae_lib.steering.edits import OPS, POSITIONS, LatentEdit, add_vector, edit_delta, preactivation_std
 from seqsae_lib.steering.evaluation import (

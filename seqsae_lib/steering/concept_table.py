@@ -3,9 +3,9 @@
 Introduced in chapter 5.
 
 :func:`concept_steering_table` runs the SAE methods (one per SAE, each at its own capture point) and the
-baselines of :mod:`seqsae_lib.steering.baselines` on every concept of :func:`table_concepts` (each genre and
-each release decade with at least 20 items) and reports, per concept, the concept share of the test users'
-top-10 lists that each method reaches within each NDCG@10 budget.
+baselines of :mod:`seqsae_lib.steering.baselines` on every genre and release decade with at least 20 items
+(:func:`~seqsae_lib.steering.catalogue_concepts.table_concepts`) and reports, per concept, the concept share
+of the test users' top-10 lists that each method reaches within each NDCG@10 budget.
 
 How a number in the table is made
 ---------------------------------
@@ -31,11 +31,12 @@ How a number in the table is made
   favours neither side.)
 * **Why not**: for a concept that is not doubled, the first that applies of: the unsteered share is above
   0.5 (doubling is impossible); no latent passes the read-side filter; even label re-ranking does not
-  double it within the budget (the budget, not the SAE, is the limit); no latent fires before the
-  concept's items much more than chance (``max lift`` below 2: the SAE learned no feature for it); else
-  the latents exist but their directions also promote other items (``label corr``, the correlation over
-  items between the chosen latents' summed score changes and the concept's labels, is well below the 1 of
-  label re-ranking).
+  double it within the budget (the budget, not the SAE, is the limit); no latent's next-item profile is
+  enriched for the concept (``profile latents`` is 0: the SAE learned no feature for it; the criterion of
+  the atlas, :meth:`~seqsae_lib.interpret.atlas.FeatureAtlas.by_category`: Benjamini-Hochberg q <= 0.05 and
+  an activation-weighted share >= 0.1); the enriched latents' lift is below 2; else the latents exist but
+  the chosen directions also promote other items (``label corr``, the correlation over items between the
+  chosen latents' summed score changes and the concept's labels, is well below the 1 of label re-ranking).
 """
 
 from __future__ import annotations
@@ -51,18 +52,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.data import SequenceData
-from seqsae_lib.interpret import latent_activations, latent_item_effects
+from seqsae_lib.interpret import category_profile, latent_activations, latent_item_effects
 from seqsae_lib.sae import ActivationStore, SparseAutoencoder
 from seqsae_lib.steering.baselines import (
     hidden_dim_baseline, mean_difference_baseline, random_latent_baseline, rerank_baseline, sae_method,
 )
-from seqsae_lib.steering.catalogue_concepts import _decades, get_concept
+from seqsae_lib.steering.catalogue_concepts import get_concept, table_concepts
 from seqsae_lib.steering.concepts import Concept
 from seqsae_lib.steering.evaluation import SteeringEvaluator
-from seqsae_lib.steering.selection import concept_lift, select_latents
+from seqsae_lib.steering.selection import select_latents
 from seqsae_lib.utils.checks import check_int
 
-__all__ = ["TABLE_STRENGTHS", "BASELINES", "table_concepts", "concept_steering_table", "wins_ties_losses"]
+__all__ = ["TABLE_STRENGTHS", "BASELINES", "concept_steering_table", "wins_ties_losses"]
 
 TABLE_STRENGTHS: dict[str, tuple[float, ...]] = {
     "state": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
@@ -75,19 +76,6 @@ BASELINES: tuple[str, ...] = ("re-ranking", "mean difference", "hidden dims", "r
 """The baselines of the table, in column order (built as in :func:`~seqsae_lib.steering.baselines.steering_methods`)."""
 
 Points = dict[float, tuple[float, float, np.ndarray]]  # strength -> (share, NDCG drop, per-user share)
-
-
-def table_concepts(seq_data: SequenceData, min_items: int = 20) -> list[str]:
-    """Names of the genres, then the release decades, with at least ``min_items`` items each.
-
-    Introduced in chapter 5. The default concepts of :func:`concept_steering_table`.
-    """
-    if not isinstance(seq_data, SequenceData):
-        raise TypeError(f"seq_data must be a SequenceData, got {type(seq_data).__name__}")
-    min_items = check_int("min_items", min_items, minimum=1)
-    names = [g for j, g in enumerate(seq_data.genre_names) if seq_data.item_genres[1:, j].sum() >= min_items]
-    names += [f"{d}s" for d in _decades(seq_data)]
-    return [n for n in names if get_concept(seq_data, n).n_items >= min_items]
 
 
 def _walk(ev: SteeringEvaluator, fn: Callable[[float], Any], concept: Concept, grid: Sequence[float],
@@ -121,6 +109,15 @@ def _within(points: Points, cost: float) -> float:
     return max((s for s in points if points[s][1] <= cost), key=lambda s: (points[s][0], -s))
 
 
+def _profile_evidence(codes: Any, store: ActivationStore, concept: Concept, min_fires: int) -> tuple[int, float]:
+    """Latents whose next-item profile is enriched for the concept (the atlas's criterion) and their best lift."""
+    nxt = store.next_item
+    prof = category_profile(codes, (concept.item_mask[nxt] > 0)[:, None].astype(np.float64), [concept.name],
+                            valid=nxt > 0, clusters=nxt)
+    hit = prof[(prof["q_value"] <= 0.05) & (prof["share"] >= 0.1) & (prof["n_fires"] >= min_fires)]
+    return len(hit), float(hit["lift"].max()) if len(hit) else float("nan")
+
+
 def _label_corr(model: nn.Module, sae: SparseAutoencoder, latents: list[int], screen: np.ndarray | None,
                 concept: Concept) -> float:
     """Correlation over items between the chosen latents' summed score changes and the concept weights."""
@@ -149,9 +146,13 @@ def _why(row: dict[str, Any], best: str, cost: float, n_chosen: int) -> str:
     rerank = row[f"re-ranking {c}"]
     if rerank < 2 * ref:
         return f"even label re-ranking reaches only {rerank:.3f} ({rerank / ref:.1f}x) within {cost:g}: the budget limits"
+    if row["profile latents"] == 0:
+        return ("the SAE learned no latent for it: no latent's next-item profile is enriched for it "
+                "(q <= 0.05, share >= 0.1)")
     if row["max lift"] < 2:
-        return f"no latent is specific to it: the best lift of a latent that fires is {row['max lift']:.1f}"
-    return (f"its latents (best lift {row['max lift']:.1f}) also promote other items: the score changes of "
+        return f"no latent is specific to it: the best lift of an enriched latent is {row['max lift']:.1f}"
+    return (f"{row['profile latents']} latents are enriched for it (best lift {row['max lift']:.1f}), but the "
+            f"chosen ones also promote other items: the score changes of "
             f"{best} correlate {row['label corr']:.2f} with the labels (re-ranking: 1); it reaches "
             f"{row[f'best SAE {c}']:.3f} ({row[f'best SAE {c}'] / ref:.1f}x), label re-ranking {rerank:.3f}")
 
@@ -194,7 +195,7 @@ def concept_steering_table(
         ``split.train`` gives the states that measure effects at inner capture points.
     seq_data : SequenceData
     concepts : sequence of names or Concepts, optional
-        Default :func:`table_concepts` (``min_items``).
+        Default :func:`~seqsae_lib.steering.catalogue_concepts.table_concepts` (``min_items``).
     costs : sequence of float, default (0.01, 0.02)
         NDCG@10 budgets (absolute drops, ``>= 0``).
     strengths : dict, optional
@@ -222,8 +223,9 @@ def concept_steering_table(
         (``"SAE <name>"``, then :data:`BASELINES`) and budget ``c`` the column ``"<method> @<c>"`` (share@10
         in [0, 1], at least the unsteered share); ``"n latents SAE <name>"``; ``best SAE``,
         ``"best SAE @<c>"``, ``"best SAE x"`` (its share at the largest budget over the unsteered share),
-        ``doubles`` (bool); ``max lift`` (the best lift of a latent of the best SAE that fires at least
-        ``min_fires`` times); ``label corr`` (in [-1, 1]: correlation over items between the score changes of
+        ``doubles`` (bool); ``profile latents`` (how many latents of the best SAE firing at least
+        ``min_fires`` times have a next-item profile enriched for the concept) and ``max lift`` (their best
+        lift, NaN if none); ``label corr`` (in [-1, 1]: correlation over items between the score changes of
         the best SAE's latents, summed, per unit of strength, and the concept weights; linearised at inner
         capture points); ``"vs <baseline> @<c>"`` in ``{"win", "tie", "loss"}``; ``why`` (empty when it
         doubles). ``attrs`` holds the costs, grids and the methods' names.
@@ -245,7 +247,7 @@ def concept_steering_table(
         if store.capture_point != sae.capture_point:
             raise ValueError(f"stores[{name!r}] is at {store.capture_point!r} but the SAE reads {sae.capture_point!r}")
     try:
-        costs = sorted(float(c) for c in costs)
+        costs = sorted({float(c) for c in costs})
     except (TypeError, ValueError):
         raise TypeError(f"costs must be a sequence of numbers, got {costs!r}") from None
     if not costs or not all(math.isfinite(c) and c >= 0 for c in costs):
@@ -278,19 +280,16 @@ def concept_steering_table(
     rows, curves = [], []
     for concept in tqdm(chosen_concepts, desc="concepts", disable=not progress):
         methods: dict[str, tuple[Callable[[float], Any], tuple[float, ...]]] = {}
-        lifts, n_chosen, corrs = {}, {}, {}
+        n_chosen, corrs = {}, {}
         for name, sae in saes.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "no latent passes": recorded as 0 latents
                 table = select_latents(concept, sae, model, codes=codes[name], store=stores[name], n=max(sizes),
                                        min_fires=min_fires, sequences=split.train, screen=screens.get(name),
                                        order="greedy", seed=seed)
-            lift = concept_lift(codes[name], stores[name], concept)
-            lifts[name] = float(lift["lift"][lift["n_fires"] >= min_fires].max())
             options = {n: sae_method(concept, table["latent"].head(n).tolist(), sae)
                        for n in sorted({min(n, len(table)) for n in sizes})}  # greedy may stop before n
-            best_n = max(options, key=lambda n: (_share_at(valid, options[n], concept, grids["state"], costs[-1]), -n)
-                         ) if len(options) > 1 else next(iter(options))
+            best_n = max(options, key=lambda n: (_share_at(valid, options[n], concept, grids["state"], costs[-1]), -n))
             n_chosen[name] = best_n
             methods[f"SAE {name}"] = (options[best_n], grids["state"])
             corrs[name] = _label_corr(model, sae, table["latent"].head(best_n).tolist(), screens.get(name), concept)
@@ -322,12 +321,13 @@ def concept_steering_table(
         row["best SAE"] = best
         row["best SAE x"] = row[f"best SAE @{top:g}"] / ref_share if ref_share > 0 else float("inf")
         row["doubles"] = bool(row[f"best SAE @{top:g}"] >= 2 * ref_share and row[f"best SAE @{top:g}"] > ref_share)
-        row["max lift"] = lifts[best[len("SAE "):]]
-        row["label corr"] = corrs[best[len("SAE "):]]
+        key = best[len("SAE "):]
+        row["profile latents"], row["max lift"] = _profile_evidence(codes[key], stores[key], concept, min_fires)
+        row["label corr"] = corrs[key]
         for baseline in BASELINES:
             for cost in costs:
                 row[f"vs {baseline} @{cost:g}"] = _verdict(picks[(best, cost)], picks[(baseline, cost)], boot)
-        row["why"] = _why(row, best, top, n_chosen[best[len("SAE "):]])
+        row["why"] = _why(row, best, top, n_chosen[key])
         rows.append(row)
     out = pd.DataFrame(rows).set_index("concept")
     out.attrs.update({"costs": tuple(costs), "strengths": grids, "sae_methods": tuple(sae_names),

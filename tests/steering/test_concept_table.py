@@ -177,3 +177,14 @@ def test_last_position_fast_path_equals_the_full_rerun(model, tiny_split, captur
     torch.testing.assert_close(cache.scores(edit)[:, 1:], steered_scores(model, edit, ids)[:, 1:], rtol=1e-5, atol=1e-5)
     with sl.model.record(model, capture_point):  # a hook on the capture point: the full re-run is used instead
         torch.testing.assert_close(cache.scores(last)[:, 1:], hooked[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_table_concepts_of_movielens_100k(ml100k_seq):
+    names = table_concepts(ml100k_seq)
+    assert len(names) == 23 and names[-1] == "1990s"
+    assert all(get_concept(ml100k_seq, n).n_items >= 20 for n in names)
+    for left_out in ("Film-Noir", "Fantasy", "1920s"):  # 19, 19 and 1 items after the 5-core filter
+        assert left_out not in names and get_concept(ml100k_seq, left_out).n_items < 20
+    assert table_concepts(ml100k_seq, min_items=1)[:2] == ["unknown", "Action"]  # every genre with an item
+    with pytest.raises(ValueError, match="min_items"):
+        table_concepts(ml100k_seq, min_items=0)
