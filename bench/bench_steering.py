@@ -1,11 +1,16 @@
 """Steering speed on ML-100k with the shipped SASRec and SAE.
 
-Run: python bench/bench_steering.py [--threads 2] [--updates 300] [--concept Horror]
+Run: python bench/bench_steering.py [--threads 2] [--updates 300] [--users 30] [--concept Horror]
 
 Prints:
-  * the live widget's update path (``LiveSteering.recommend``: build the steering from slider values,
-    edit the cached state, score the catalogue, top-10, comparison table), median and p95 over
-    ``--updates`` random slider settings on random users (target: p95 <= 20 ms with 2 threads);
+  * calibrating the widget's concept sliders (``sl.steering.calibrate_sliders`` on all 943 test users, the
+    concepts of ``sl.steering.showcase_concepts``) and picking the showcased user (``showcase_user``), once;
+  * the live widget's update path (slider positions to strengths through the calibration, then
+    ``LiveSteering.recommend``: build the steering, edit the cached state, score the catalogue (plus a
+    re-ranking bonus for a slider that falls back to it), top-10, comparison table), median and p95 over
+    ``--updates`` random slider positions, ``--updates / --users`` on each of ``--users`` random users, as
+    a reader moves the sliders after picking a user (target: p95 <= 20 ms with 2 threads);
+  * picking a user (one forward pass to the cached state, the unsteered top-10), median and p95;
   * the full evaluation grid for one concept: the SAE method and the four baselines over their
     strength grids on all 943 test users (target: under a minute);
   * one concept's row of the all-concepts table (``concept_steering_table``: SAEs at ``final`` and
@@ -35,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--concept", default="Horror")
     args = parser.parse_args()
     sl.set_threads(args.threads)
@@ -42,27 +48,40 @@ def main() -> None:
     split = sl.leave_one_out(data)
     model, sae, store = shipped_pipeline(split)
     codes = sl.interpret.latent_activations(sae, store)
-    concepts = ["Comedy", "Horror", "Film-Noir", "1970s", "popular"]
+    concepts = sl.steering.showcase_concepts(data)
     start = time.perf_counter()
     chosen = {c: sl.select_latents(sl.steering.get_concept(data, c), sae, model, codes=codes, store=store)
               for c in concepts}
-    print(f"threads={args.threads}; latents chosen for {len(concepts)} concepts in {time.perf_counter() - start:.2f} s")
+    print(f"threads={args.threads}; latents chosen for {len(concepts)} concepts ({', '.join(concepts)}) in "
+          f"{time.perf_counter() - start:.2f} s")
     live = sl.LiveSteering(model, sae, data, split.test_inputs, chosen)
+    start = time.perf_counter()
+    calibration = sl.steering.calibrate_sliders(live, split.test_targets)
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    showcased = sl.steering.showcase_user(live)
+    print(f"calibrating {len(calibration)} sliders on {len(calibration.users)} users: {seconds:.1f} s "
+          f"({sum(len(c.strengths) for c in calibration.values())} measured strengths); showcased user "
+          f"{showcased} picked in {time.perf_counter() - start:.1f} s")
 
     rng = np.random.default_rng(0)
-    users = rng.integers(0, data.num_users, size=args.updates)
-    for u in np.unique(users):  # the widget builds a user's cache once, when the user is picked
-        live.recommend(int(u))
-    times = []
+    # As in the widget: a reader picks a user (one forward pass, cached), then moves the sliders.
+    users = rng.choice(data.num_users, size=args.users, replace=False)
+    picks, times = [], []
     for u in users:
-        sliders = {c: float(rng.uniform(-6, 6)) for c in concepts if rng.random() < 0.6}
-        times.append(live.recommend(int(u), sliders).seconds)
-    print(f"widget update ({args.updates} random slider settings): median {np.median(times) * 1e3:.1f} ms, "
-          f"p95 {np.percentile(times, 95) * 1e3:.1f} ms, max {np.max(times) * 1e3:.1f} ms")
-    start = time.perf_counter()
-    live._cache.clear()
-    live.recommend(0)
-    print(f"picking a new user (one forward pass + unsteered top-10): {(time.perf_counter() - start) * 1e3:.1f} ms")
+        start = time.perf_counter()
+        live.recommend(int(u))
+        picks.append(time.perf_counter() - start)
+        for _ in range(args.updates // args.users):
+            positions = {c: float(rng.uniform(-1, 1)) for c in concepts if rng.random() < 0.6}
+            start = time.perf_counter()
+            live.recommend(int(u), calibration.strengths(positions))
+            times.append(time.perf_counter() - start)
+    print(f"widget update ({len(times)} random calibrated slider positions, {args.users} users): "
+          f"median {np.median(times) * 1e3:.1f} ms, p95 {np.percentile(times, 95) * 1e3:.1f} ms, "
+          f"max {np.max(times) * 1e3:.1f} ms")
+    print(f"picking a new user (one forward pass + unsteered top-10), {args.users} users: median "
+          f"{np.median(picks) * 1e3:.1f} ms, p95 {np.percentile(picks, 95) * 1e3:.1f} ms")
 
     concept = sl.get_concept(data, args.concept)
     start = time.perf_counter()

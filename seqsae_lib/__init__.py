@@ -52,10 +52,11 @@ from seqsae_lib.interpret import (
 
 # steering (chapter 5)
 from seqsae_lib.steering import (
-    LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, bonus_rerank_baseline, combine,
-    concept_steering, evaluate_methods, evaluate_steering, get_concept, mean_difference_baseline,
-    popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline, sae_method, score_changes,
-    select_latents, share_at_equal_cost, steer, steered_scores, steering_methods, user_dependence,
+    LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, bonus_rerank_baseline,
+    calibrate_sliders, combine, concept_steering, evaluate_methods, evaluate_steering, get_concept,
+    mean_difference_baseline, popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline,
+    sae_method, score_changes, select_latents, share_at_equal_cost, showcase_concepts, showcase_user, slider_ends,
+    steer, steered_scores, steering_methods, user_dependence,
 )
 
 # figures
@@ -74,29 +75,30 @@ from seqsae_lib.experiments import (
 
 __all__ = [
     "Condition", "DATASETS", "DataSourceError", "DEAD", "EXPECTED_COUNTS", "FingerprintMismatchError",
-    "LiveSteering", "MostPopularScorer", "NextItemDataset", "NO_PROFILE", "RandomScorer",
-    "SAEConfig", "SAETrainConfig", "SASRec", "SASREC_ML100K", "SparseAutoencoder", "Steering", "SteeringCache",
+    "LiveSteering", "MostPopularScorer", "NextItemDataset", "NO_PROFILE", "RandomScorer", "SAEConfig",
+    "SAETrainConfig", "SASRec", "SASREC_ML100K", "SparseAutoencoder", "Steering", "SteeringCache",
     "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
     "auc_ceiling", "before_after_grid", "bonus_rerank_baseline", "bootstrap_median_ci", "build_atlas",
-    "by_fire_bin", "collect_activations", "combine", "compare_to_controls", "compare_unit_types",
-    "concept_coverage", "concept_steering", "counterfactual_check", "density_histogram", "downstream_fidelity",
-    "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction", "evaluate_steering", "explain_final",
-    "explain_inner", "explain_top_k", "explanations_table", "fair_unit_scores", "fidelity_per_user",
-    "fingerprint_differences", "fire_counts", "frequency_matched_scores", "genre_labels", "genre_matrices",
-    "get_concept", "hidden_dim_units", "intervene", "key_figures", "leave_one_out", "left_pad", "load_conditions",
-    "load_movielens", "load_pretrained_sae", "load_pretrained_sasrec", "make_sequences", "make_synthetic",
-    "make_train_loader", "mean_difference_baseline", "monosemanticity_scores", "output_concentration",
-    "paired_comparison", "planted_topic_experiment", "plot_auc_ceiling", "plot_concept_coverage",
-    "plot_density_histogram", "plot_explanation", "plot_feature_card", "plot_genre_counts", "plot_median_cis",
-    "plot_planted_recovery", "plot_sae_frontier", "plot_sae_training", "plot_sequence_lengths", "plot_split",
-    "plot_steering_tradeoff", "plot_topic_transitions", "plot_unit_type_comparison", "popularity_concept",
-    "preactivation_std", "pretrained_stem", "random_latent_baseline", "random_rotation_units", "rank_agreement",
-    "record", "rerank_baseline", "resolve_device", "run_condition", "sae_method", "sae_recipe", "sasrec_recipe",
-    "score_changes", "score_unit_types", "select_latents", "sequence_loss", "set_seed", "set_threads",
-    "share_at_equal_cost", "shipped_pipeline", "sparse_dictionary_data", "splice", "steer", "steered_scores",
-    "steering_methods", "subset_coverage", "train_from_recipe", "train_sae", "train_sae_grid", "train_sasrec",
-    "training_activations", "untrained_sae_units", "user_dependence", "verdict_sentence", "weighted_summary",
-    "widgets",
+    "by_fire_bin", "calibrate_sliders", "collect_activations", "combine", "compare_to_controls",
+    "compare_unit_types", "concept_coverage", "concept_steering", "counterfactual_check", "density_histogram",
+    "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
+    "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
+    "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
+    "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
+    "leave_one_out", "left_pad", "load_conditions", "load_movielens", "load_pretrained_sae",
+    "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
+    "monosemanticity_scores", "output_concentration", "paired_comparison", "planted_topic_experiment",
+    "plot_auc_ceiling", "plot_concept_coverage", "plot_density_histogram", "plot_explanation", "plot_feature_card",
+    "plot_genre_counts", "plot_median_cis", "plot_planted_recovery", "plot_sae_frontier", "plot_sae_training",
+    "plot_sequence_lengths", "plot_split", "plot_steering_tradeoff", "plot_topic_transitions",
+    "plot_unit_type_comparison", "popularity_concept", "preactivation_std", "pretrained_stem",
+    "random_latent_baseline", "random_rotation_units", "rank_agreement", "record", "rerank_baseline",
+    "resolve_device", "run_condition", "sae_method", "sae_recipe", "sasrec_recipe", "score_changes",
+    "score_unit_types", "select_latents", "sequence_loss", "set_seed", "set_threads", "share_at_equal_cost",
+    "shipped_pipeline", "showcase_concepts", "showcase_user", "slider_ends", "sparse_dictionary_data", "splice",
+    "steer", "steered_scores", "steering_methods", "subset_coverage", "train_from_recipe", "train_sae",
+    "train_sae_grid", "train_sasrec", "training_activations", "untrained_sae_units", "user_dependence",
+    "verdict_sentence", "weighted_summary", "widgets",
 ]
 
 __version__ = "0.1.0"

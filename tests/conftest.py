@@ -150,3 +150,13 @@ def train_tiny_sasrec():
         return model.eval()
 
     return train
+
+
+@pytest.fixture(scope="session")
+def tiny_sasrec(tiny_split, train_tiny_sasrec):
+    """The SASRec most model-level tests share: ``train_tiny_sasrec(tiny_split, epochs=2)`` (d_model=16, max_len=12).
+
+    Trained once per session (the training is seeded, so every test sees the weights it would train itself).
+    Tests that switch it to train mode restore eval mode, and none changes its weights (copy it first).
+    """
+    return train_tiny_sasrec(tiny_split, epochs=2, d_model=16, max_len=12)

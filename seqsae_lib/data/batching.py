@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from seqsae_lib.data.histories import check_sequences
+from seqsae_lib.utils.checks import check_int
 
 __all__ = [
     "SplitLike",
@@ -87,8 +88,7 @@ def left_pad(seqs: Sequence[Any], max_len: int, *, pad_value: int = 0) -> Tensor
     tensor([[2, 3],
             [0, 4]])
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+    max_len = check_int("max_len", max_len, 1)
     arrays = check_sequences(seqs)
     out = np.full((len(arrays), int(max_len)), pad_value, dtype=np.int64)
     for i, a in enumerate(arrays):
@@ -228,8 +228,7 @@ def make_train_loader(
         Use :func:`collate_trim` (else :func:`collate_full`).
     shuffle : bool, default True
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int("batch_size", batch_size, 1)
     gen = torch.Generator().manual_seed(int(seed))
     return DataLoader(
         dataset,
@@ -304,8 +303,7 @@ def iter_eval_batches(
                 f"targets must be item ids in [1, {num_items if num_items is not None else 'num_items'}], "
                 f"got values in [{lo}, {hi}]"
             )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_int("batch_size", batch_size, 1)
     for start in range(0, len(seqs), batch_size):
         idx = np.arange(start, min(start + batch_size, len(seqs)))
         chunk = [seqs[i] for i in idx]

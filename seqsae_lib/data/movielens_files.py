@@ -50,7 +50,7 @@ DESCRIPTIONS: dict[str, str] = {
     "ml-1m": "MovieLens-1M (1,000,209 ratings)",
     **{name: spec.title for name, spec in SUBSETS.items()},
 }
-"""What each data set is called wherever it is shown (:attr:`RatingsData.description`)."""
+"""What each data set is called wherever it is shown (:attr:`~seqsae_lib.data.movielens.RatingsData.description`)."""
 
 ML1M_GENRES: tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from seqsae_lib.data.movielens import RatingsData
+from seqsae_lib.utils.checks import check_choice, check_int
 
 __all__ = ["TieBreak", "SequenceData", "LeaveOneOutSplit", "make_sequences", "leave_one_out"]
 
@@ -229,10 +230,9 @@ def make_sequences(
     ValueError
         For an unknown tie-break, negative thresholds, or filters that remove every interaction.
     """
-    if tie_break not in _TIE_BREAKS:
-        raise ValueError(f"tie_break must be one of {_TIE_BREAKS}, got {tie_break!r}")
-    if min_user_interactions < 1 or min_item_interactions < 1:
-        raise ValueError("interaction thresholds must be >= 1")
+    check_choice("tie_break", tie_break, _TIE_BREAKS)
+    check_int("min_user_interactions", min_user_interactions, 1)
+    check_int("min_item_interactions", min_item_interactions, 1)
     min_user = max(3, int(min_user_interactions))
     frame = data.interactions.reset_index(drop=True)
     frame = frame.assign(file_order=np.arange(len(frame)))

@@ -25,6 +25,7 @@ import pandas as pd
 
 from seqsae_lib.data.movielens import PlantedTopics, RatingsData
 from seqsae_lib.data.sources import DataSource
+from seqsae_lib.utils.checks import check_float
 
 __all__ = ["make_synthetic"]
 
@@ -70,8 +71,7 @@ def make_synthetic(
         raise ValueError("need num_users > 0, num_topics > 0 and 0 < topics_per_user <= num_topics")
     if not (3 <= min_length <= max_length):
         raise ValueError("need 3 <= min_length <= max_length")
-    if not (0.0 <= stickiness < 1.0):
-        raise ValueError(f"stickiness must be in [0, 1), got {stickiness}")
+    check_float("stickiness", stickiness, 0.0, 1.0, exclusive_maximum=True)
     per_topic = num_items // num_topics
     if per_topic * 2 * topics_per_user < max_length or per_topic < 2:
         raise ValueError(

@@ -7,7 +7,7 @@ method. On the synthetic data of :func:`seqsae_lib.make_synthetic` every item be
 topic and users move between topics, so the truth is known. :func:`planted_topic_experiment` runs the whole
 pipeline of the book on such data (sequences -> SASRec -> states -> SAE) with the library's own functions
 and asks, for each unit type, how many planted topics have **one** unit whose activation detects "the
-next item belongs to topic t" with ROC-AUC >= ``threshold`` (:func:`seqsae_lib.planted_recovery`).
+next item belongs to topic t" with ROC-AUC >= ``threshold`` (:func:`~seqsae_lib.interpret.unit_types.planted_recovery`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class PlantedExperiment:
     model_metrics: dict[str, float]
     """Test metrics of the model (full ranking, seen items filtered)."""
     recoveries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Unit type -> :func:`seqsae_lib.planted_recovery` result."""
+    """Unit type -> :func:`~seqsae_lib.interpret.unit_types.planted_recovery` result."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds per step."""
 

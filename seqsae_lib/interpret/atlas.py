@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqsae_lib.data import SequenceData
-from seqsae_lib.interpret.codes import LatentCodes
+from seqsae_lib.interpret.codes import LatentCodes, column_entries
 from seqsae_lib.interpret.contexts import driving_items, top_contexts
 from seqsae_lib.interpret.effects import latent_item_effects, rank_item_effects
 from seqsae_lib.interpret.labels import DEAD, NO_PROFILE, auto_label
@@ -53,21 +53,21 @@ class FeatureCard:
     latent: int
     """Latent index (row of ``W_dec``)."""
     label: str
-    """Automatic label (:func:`seqsae_lib.auto_label`)."""
+    """Automatic label (:func:`~seqsae_lib.interpret.labels.auto_label`)."""
     confidence: float
     """Purity of the label's leading term, in [0, 1] (see :mod:`seqsae_lib.interpret.labels`)."""
     evidence: str
     """The profile terms behind the label, human-readable."""
     stats: pd.Series
-    """The latent's row of :func:`seqsae_lib.feature_stats` (``frequency``, ``mean_act``, quantiles...)."""
+    """The latent's row of :func:`~seqsae_lib.interpret.stats.feature_stats` (``frequency``, ``mean_act``, quantiles...)."""
     activations: np.ndarray
     """The latent's non-zero activations over all stored positions (for a histogram)."""
     contexts: pd.DataFrame
-    """Top-activating positions, one per user (:func:`seqsae_lib.top_contexts`)."""
+    """Top-activating positions, one per user (:func:`~seqsae_lib.interpret.contexts.top_contexts`)."""
     driving: pd.DataFrame
     """Input items with the highest mean activation (:func:`seqsae_lib.interpret.contexts.driving_items`)."""
     promoted: pd.DataFrame
-    """Items the decoder direction pushes up most (:func:`seqsae_lib.promoted_items`)."""
+    """Items the decoder direction pushes up most (:func:`~seqsae_lib.interpret.effects.promoted_items`)."""
     suppressed: pd.DataFrame
     """Items the decoder direction pushes down most."""
     profiles: pd.DataFrame
@@ -109,11 +109,11 @@ class FeatureAtlas:
     codes: LatentCodes
     """Sparse latent activations, row-aligned with ``store``."""
     stats: pd.DataFrame
-    """:func:`seqsae_lib.feature_stats`, indexed by latent."""
+    """:func:`~seqsae_lib.interpret.stats.feature_stats`, indexed by latent."""
     profiles: pd.DataFrame
     """All profile tables concatenated (long form, :data:`seqsae_lib.interpret.profiles.PROFILE_COLUMNS`)."""
     labels: pd.DataFrame
-    """:func:`seqsae_lib.auto_label`, indexed by latent."""
+    """:func:`~seqsae_lib.interpret.labels.auto_label`, indexed by latent."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds of each step of :func:`build_atlas`."""
     card_options: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +147,7 @@ class FeatureAtlas:
         """
         j = self._check(latent)
         lab = self.labels.loc[j]
+        column_entries(self.codes)  # built once per codes (feature_stats already did): columns read in microseconds
         column = self.codes.column(j).numpy()
         fires = bool(self.stats.loc[j, "n_fires"] > 0)
         empty = pd.DataFrame()
@@ -335,7 +336,7 @@ def build_atlas(
     progress : bool, default True
         A tqdm bar over the steps.
     **label_options
-        Passed to :func:`seqsae_lib.auto_label` (``min_lift``, ``alpha``...).
+        Passed to :func:`~seqsae_lib.interpret.labels.auto_label` (``min_lift``, ``alpha``...).
 
     Returns
     -------

@@ -144,6 +144,9 @@ class LatentCodes:
     def column(self, latent: int) -> Tensor:
         """Dense ``(n,)`` float32 activations of one latent. Introduced in chapter 4.
 
+        Reads the column-major copy when :func:`column_entries` has built it for these codes (the
+        latent's own entries, microseconds), else scans every stored value.
+
         Raises
         ------
         IndexError
@@ -151,6 +154,11 @@ class LatentCodes:
         """
         latent = check_latent(latent, self.n_latents)
         out = torch.zeros(self.n_rows, dtype=torch.float32)
+        cols = self._cache.get("columns")
+        if cols is not None:
+            lo, hi = int(cols.ptr[latent]), int(cols.ptr[latent + 1])
+            out[cols.row[lo:hi]] = cols.val[lo:hi]
+            return out
         hit = self.indices == latent
         out[self.row_ids()[hit]] = self.values[hit]
         return out

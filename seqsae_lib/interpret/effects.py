@@ -112,7 +112,7 @@ def latent_item_effects(
 
     Introduced in chapter 4. The one implementation of decoder effects on
     item scores: :func:`promoted_items` ranks one latent's effects, and
-    :func:`seqsae_lib.steering.concepts.latent_promotion` turns many latents' effects into a concept's
+    :func:`seqsae_lib.steering.promotion.latent_promotion` turns many latents' effects into a concept's
     promotion and specificity. Compute once and rank both ends with :func:`rank_item_effects` (a feature
     card shows the top and the bottom).
 
@@ -240,8 +240,9 @@ def promoted_items(
     Returns
     -------
     pandas.DataFrame
-        Columns ``item``, ``title`` (if ``seq_data``), ``score``; ``attrs["method"]`` is ``"exact"`` or
-        ``"finite-difference"``.
+        Columns ``item``, ``title`` (if ``seq_data``), ``score`` (logit change per unit of the latent) and
+        ``method``, how the effects were measured: ``"exact"`` (at ``"final"``) or ``"finite-difference"``
+        (the same in every row).
 
     Raises
     ------
@@ -268,6 +269,12 @@ def rank_item_effects(
 
     Introduced in chapter 4; ``scores`` and ``method`` come from
     :func:`latent_item_effects` (one latent). Ties are broken by ascending item id.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``item``, ``title`` (if ``seq_data``), ``score`` and ``method`` (``method`` in every row:
+        a column, since ``DataFrame.attrs`` do not survive pandas operations).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if num_items is not None and len(scores) != num_items:
@@ -279,5 +286,5 @@ def rank_item_effects(
         if not isinstance(seq_data, SequenceData) or seq_data.num_items != len(scores):
             raise ValueError("seq_data must be the SequenceData the model was trained on (same number of items)")
         frame.insert(1, "title", item_titles(seq_data, items))
-    frame.attrs["method"] = method
+    frame["method"] = method
     return frame

@@ -153,7 +153,7 @@ def explain_final(
     seq_data : SequenceData, optional
         For titles.
     labels : DataFrame, optional
-        :func:`seqsae_lib.auto_label` output, adds a ``label`` column.
+        :func:`~seqsae_lib.interpret.labels.auto_label` output, adds a ``label`` column.
     state : Tensor of shape (d,), optional
         The user's final state at the last position, if already computed (skips the forward pass).
 
@@ -171,7 +171,7 @@ def explain_final(
         or ids outside ``1..num_items`` (``0`` is padding), naming the position and the value.
     SAEMetadataMismatchError
         An SAE whose metadata records another SASRec's weights hash
-        (:func:`~seqsae_lib.sae.autoencoder.check_sae_matches_model`).
+        (:func:`~seqsae_lib.sae.io.check_sae_matches_model`).
     """
     _check_sae(model, sae, "final")
     seq = _history(sequence, model)
@@ -281,7 +281,7 @@ def explain_inner(
         Where the SAE reads the model; default: the SAE's own (``sae.capture_point``). If given, it must
         match the SAE's own (an SAE that records none uses it as given).
     labels : DataFrame, optional
-        :func:`seqsae_lib.auto_label` output, adds a ``label`` column.
+        :func:`~seqsae_lib.interpret.labels.auto_label` output, adds a ``label`` column.
 
     Returns
     -------

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from seqsae_lib.interpret.profiles import PROFILE_COLUMNS
+from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = ["NO_PROFILE", "DEAD", "auto_label", "evidence_table"]
 
@@ -101,12 +102,9 @@ def evidence_table(
 
 
 def _check_thresholds(min_lift: float, alpha: float, min_share: float) -> None:
-    if not (isinstance(min_lift, (int, float)) and min_lift > 1.0):
-        raise ValueError(f"min_lift must be a number > 1, got {min_lift!r}")
-    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if not (isinstance(min_share, (int, float)) and 0.0 <= min_share <= 1.0):
-        raise ValueError(f"min_share must be in [0, 1], got {min_share!r}")
+    check_float("min_lift", min_lift, 1.0, exclusive_minimum=True)
+    check_float("alpha", alpha, 0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True)
+    check_float("min_share", min_share, 0.0, 1.0)
 
 
 def _decade_value(name: str) -> int | None:
@@ -240,8 +238,8 @@ def auto_label(
         non-string.
     """
     _check_thresholds(min_lift, alpha, min_share)
-    if int(max_parts) < 1 or int(max_genres) < 1:
-        raise ValueError(f"max_parts and max_genres must be >= 1, got {max_parts}, {max_genres}")
+    check_int("max_parts", max_parts, 1)
+    check_int("max_genres", max_genres, 1)
     if labeller is not None and not callable(labeller):
         raise TypeError(f"labeller must be callable or None, got {type(labeller).__name__}")
     table = _as_table(profiles)

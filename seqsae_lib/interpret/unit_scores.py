@@ -288,9 +288,6 @@ def monosemanticity_scores(
     frame["ms"] = ms
     frame["ms_chance"] = ms_chance
     frame["n_top"] = n_top
-    frame.attrs.update(
-        {"top_n": int(top_n), "bins": int(bins), "n_positions": nn_, "min_positives": int(min_positives)}
-    )
     return frame
 
 

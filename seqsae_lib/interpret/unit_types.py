@@ -30,7 +30,7 @@ from seqsae_lib.interpret.stats import latent_activations
 from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, monosemanticity_scores
 from seqsae_lib.sae import ActivationStore
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = [
     "bootstrap_median_ci",
@@ -193,8 +193,7 @@ def bootstrap_median_ci(
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[~np.isnan(v)]
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    check_float("ci", ci, 0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True)
     n_boot = check_int("n_boot", n_boot, minimum=1)
     if len(v) == 0:
         return (math.nan, math.nan, math.nan)
@@ -360,8 +359,7 @@ def planted_recovery(
     topics = topics.detach().cpu().numpy() if isinstance(topics, Tensor) else np.asarray(topics)
     if topics.shape != (n,) or (topics.size and not np.issubdtype(topics.dtype, np.integer)):
         raise ValueError(f"item_topic_of_next must be ({n},) integers, got {topics.dtype} {topics.shape}")
-    if not 0.5 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0.5, 1], got {threshold}")
+    check_float("threshold", threshold, 0.5, 1.0, exclusive_minimum=True)
     valid = topics >= 0
     if not valid.any():
         raise ValueError("no position has a known planted topic")

@@ -29,6 +29,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from seqsae_lib.utils.checks import check_choice
+
 __all__ = ["HookableModel", "Recording", "check_model", "record", "intervene"]
 
 
@@ -310,8 +312,7 @@ def intervene(
     >>> with intervene(model, "block_0", lambda h: h + 3.0 * direction, positions="last"):
     ...     steered = model.scores(input_ids)
     """
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
+    check_choice("positions", positions, ("all", "last"))
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     hp = model.hook_point(name)

@@ -5,11 +5,10 @@ Introduced in chapter 2.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_choice, check_float, check_int
 
 __all__ = ["SASRecConfig", "ACTIVATIONS"]
 
@@ -84,17 +83,10 @@ class SASRecConfig:
                 f"SASRecConfig.n_heads={self.n_heads} must divide d_model={self.d_model}"
             )
         for name in ("dropout", "attn_dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value < 1.0):
-                raise ValueError(f"SASRecConfig.{name} must be a number in [0, 1), got {value!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"SASRecConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
-        if not (self.init_std > 0 and math.isfinite(self.init_std)):
-            raise ValueError(f"SASRecConfig.init_std must be a positive number, got {self.init_std!r}")
-        if not (self.layer_norm_eps > 0):
-            raise ValueError(f"SASRecConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+            check_float(f"SASRecConfig.{name}", getattr(self, name), 0.0, 1.0, exclusive_maximum=True)
+        check_choice("SASRecConfig.activation", self.activation, ACTIVATIONS)
+        check_float("SASRecConfig.init_std", self.init_std, 0.0, exclusive_minimum=True)
+        check_float("SASRecConfig.layer_norm_eps", self.layer_norm_eps, 0.0, exclusive_minimum=True)
 
     @property
     def ff_width(self) -> int:

@@ -100,10 +100,14 @@ class EvalResult:
 
 
 def _ks(k: int | Sequence[int]) -> tuple[int, ...]:
-    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
-    if not ks or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in ks):
-        raise ValueError(f"k must be a positive int or a non-empty sequence of them, got {k!r}")
-    return tuple(sorted({int(x) for x in ks}))
+    if isinstance(k, (int, np.integer)):  # booleans too: check_int refuses them
+        return (check_int("k", k, 1),)
+    if isinstance(k, (str, bytes)) or not isinstance(k, Iterable):
+        raise TypeError(f"k must be a positive int or a non-empty sequence of them, got {k!r}")
+    ks = [check_int(f"k[{i}]", x, 1) for i, x in enumerate(k)]
+    if not ks:
+        raise ValueError("k must be a positive int or a non-empty sequence of them, got an empty sequence")
+    return tuple(sorted(set(ks)))
 
 
 def _right_pad(seqs: list[np.ndarray]) -> Tensor:

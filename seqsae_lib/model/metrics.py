@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_choice, check_int
 
 __all__ = ["hit_rate_at_k", "hr_at_k", "ndcg_at_k", "mrr_at_k", "coverage_at_k"]
 
@@ -46,11 +46,9 @@ def _k(k: int) -> int:
 
 
 def _reduce(values: np.ndarray, reduce: Reduce) -> float | np.ndarray:
-    if reduce == "mean":
+    if check_choice("reduce", reduce, ("mean", "none")) == "mean":
         return float(values.mean())
-    if reduce == "none":
-        return values
-    raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
+    return values
 
 
 def _truncated(ranks: Any, k: int, reduce: Reduce, gain: Callable[[np.ndarray], np.ndarray]) -> float | np.ndarray:

@@ -5,7 +5,6 @@ Introduced in chapter 2.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from seqsae_lib.model.evaluation import evaluate
 from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.model.sasrec import SASRec
 
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = ["TrainConfig", "History", "train_sasrec", "sequence_loss"]
 
@@ -105,26 +104,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = {"max_epochs": self.max_epochs, "batch_size": self.batch_size,
                     "eval_every": self.eval_every, "eval_batch_size": self.eval_batch_size}
-        for name, value in positive.items():
-            check_int(f"TrainConfig.{name}", value, 1)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-        check_int("TrainConfig.length_groups", self.length_groups, 1)
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"TrainConfig.patience must be None or an int >= 1, got {self.patience!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        for name, value in positive.items():  # plain ints (numpy ints too), so the config is JSON-able
+            setattr(self, name, check_int(f"TrainConfig.{name}", value, 1))
+        check_float("TrainConfig.lr", self.lr, 0.0, exclusive_minimum=True)
+        check_float("TrainConfig.weight_decay", self.weight_decay, 0.0)
+        self.length_groups = check_int("TrainConfig.length_groups", self.length_groups, 1)
+        # optional settings: None switches them off, which the names in the messages say
+        if self.patience is not None:
+            self.patience = check_int("TrainConfig.patience (None: no early stopping)", self.patience, 1)
+        if self.grad_clip is not None:
+            check_float("TrainConfig.grad_clip (None: no clipping)", self.grad_clip, 0.0, exclusive_minimum=True)
         if not re.fullmatch(r"(NDCG|HR|MRR|Coverage)@[1-9][0-9]*", str(self.monitor)):
             raise ValueError(
                 f"TrainConfig.monitor must look like 'NDCG@10', 'HR@10', 'MRR@10' or 'Coverage@10', "
                 f"got {self.monitor!r}"
             )
-        if self.max_len is not None and (not isinstance(self.max_len, int) or self.max_len < 1):
-            raise ValueError(f"TrainConfig.max_len must be None or an int >= 1, got {self.max_len!r}")
-        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
-            raise ValueError(f"TrainConfig.time_budget must be None or a positive number, got {self.time_budget!r}")
+        if self.max_len is not None:
+            self.max_len = check_int("TrainConfig.max_len (None: the model's max_len)", self.max_len, 1)
+        if self.time_budget is not None:
+            check_float("TrainConfig.time_budget (None: no limit)", self.time_budget, 0.0, exclusive_minimum=True)
 
 
 @dataclass
@@ -213,8 +211,7 @@ def sequence_loss(
         logits = model.score(model(inputs))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
         return loss, n
-    if length_groups < 1:
-        raise ValueError(f"length_groups must be >= 1, got {length_groups}")
+    check_int("length_groups", length_groups, 1)
     if length_groups == 1 or inputs.shape[0] < 2:
         hidden = model(inputs)[mask]
         return F.cross_entropy(model.score(hidden), targets[mask]), n

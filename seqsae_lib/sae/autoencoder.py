@@ -336,10 +336,10 @@ class SparseAutoencoder(nn.Module):
         x : Tensor of shape (..., d_in)
             A batch of activation vectors (at least one).
         dead_mask : Tensor of bool, shape (d_sae,), optional
-            Latents currently dead (from the trainer's counters, :func:`is_dead`). When given, the AuxK
-            loss asks the ``aux_k`` dead latents with the largest pre-activations to reconstruct the
-            residual ``x - x_hat`` (gradient stopped on the residual), normalised by the residual's
-            variance.
+            Latents currently dead (from the trainer's counters, :func:`~seqsae_lib.sae.config.is_dead`).
+            When given, the AuxK loss asks the ``aux_k`` dead latents with the largest pre-activations to
+            reconstruct the residual ``x - x_hat`` (gradient stopped on the residual), normalised by the
+            residual's variance.
 
         Returns
         -------

@@ -115,9 +115,7 @@ class SAEConfig:
         for name in ("normalize_input", "unit_norm_decoder", "sparse_decode"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        check_float("threshold_momentum", self.threshold_momentum, 0.0)
-        if not 0.0 <= self.threshold_momentum < 1.0:
-            raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
+        check_float("threshold_momentum", self.threshold_momentum, 0.0, 1.0, exclusive_maximum=True)
         check_int("seed", self.seed, 0)
         if self.capture_point is not None and (not isinstance(self.capture_point, str) or not self.capture_point):
             raise TypeError(f"capture_point must be None or a capture point name, got {self.capture_point!r}")

@@ -189,7 +189,7 @@ def check_sae_matches_model(sae: SparseAutoencoder, model: nn.Module) -> None:
     SASRec it was trained on (``"sasrec_weights_sha256"``, see
     :func:`seqsae_lib.experiments.pretrained.sae_provenance`); :func:`seqsae_lib.experiments.pretrained.load_pretrained_sae`
     checks it against the checkpoint file. This is the same check for a model in memory: its hash is
-    the one :func:`seqsae_lib.save_checkpoint` would record (:func:`seqsae_lib.utils.fileio.module_weights_sha256`,
+    the one :func:`~seqsae_lib.model.checkpoints.save_checkpoint` would record (:func:`seqsae_lib.utils.fileio.module_weights_sha256`,
     computed once per model object). An SAE without a recorded hash (e.g. trained in memory) is not
     checked: there is nothing to compare.
 

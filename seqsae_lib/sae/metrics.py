@@ -18,7 +18,7 @@ from torch import Tensor
 
 from seqsae_lib.sae.autoencoder import SparseAutoencoder
 from seqsae_lib.sae.config import DEFAULT_DEAD_AFTER
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_float, check_int
 from seqsae_lib.utils.torchutils import eval_mode
 
 __all__ = [
@@ -215,8 +215,7 @@ def dense_fraction(density: Tensor, threshold: float = DEFAULT_DENSE_THRESHOLD) 
     """
     if not isinstance(density, Tensor) or density.ndim != 1 or density.numel() == 0:
         raise ValueError("density must be a non-empty 1-D tensor of shape (d_sae,)")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    check_float("threshold", threshold, 0.0, 1.0)
     return float((density.double() > threshold).double().mean())
 
 
@@ -264,8 +263,7 @@ def density_histogram(density: Tensor, bins: int = 50, min_log10: float | None =
     """
     if not isinstance(density, Tensor) or density.ndim != 1:
         raise ValueError("density must be a 1-D tensor of shape (d_sae,)")
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
+    bins = check_int("bins", bins, 1)
     d = density.detach().double().cpu().numpy()
     if np.any(d < 0) or np.any(d > 1) or not np.all(np.isfinite(d)):
         raise ValueError("density values must be frequencies in [0, 1]")

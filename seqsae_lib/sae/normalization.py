@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from seqsae_lib.sae.inputs import check_vectors
-from seqsae_lib.utils.checks import check_int
+from seqsae_lib.utils.checks import check_choice, check_int
 
 if TYPE_CHECKING:
     from seqsae_lib.sae.autoencoder import SparseAutoencoder
@@ -86,8 +86,7 @@ def init_b_dec(
     Tensor of shape (d_in,)
         The new ``b_dec`` (a copy).
     """
-    if method not in ("geometric_median", "mean"):
-        raise ValueError(f"method must be 'geometric_median' or 'mean', got {method!r}")
+    check_choice("method", method, ("geometric_median", "mean"))
     x = check_vectors(x_sample, sae.d_in, "activations", like=sae.W_dec).reshape(-1, sae.d_in)
     if len(x) == 0:
         raise ValueError("cannot initialise b_dec from an empty sample")

@@ -90,9 +90,10 @@ class SAETrainConfig:
             self.num_vectors = check_int("num_vectors", self.num_vectors, 1)
         check_float("lr", self.lr, 0.0, exclusive_minimum=True)
         betas = tuple(self.adam_betas)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        if len(betas) != 2:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        self.adam_betas = (float(betas[0]), float(betas[1]))
+        self.adam_betas = (check_float("adam_betas[0]", betas[0], 0.0, 1.0, exclusive_maximum=True),
+                           check_float("adam_betas[1]", betas[1], 0.0, 1.0, exclusive_maximum=True))
         check_float("decay_start", self.decay_start, 0.0, 1.0)
         if self.max_grad_norm is not None:
             check_float("max_grad_norm", self.max_grad_norm, 0.0, exclusive_minimum=True)

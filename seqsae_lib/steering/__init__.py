@@ -12,7 +12,9 @@ Introduced in chapter 5.
 * :mod:`~seqsae_lib.steering.concept_table`: every concept in one table (SAE steering against the baselines
   within NDCG budgets);
 * :mod:`~seqsae_lib.steering.geometry`: whether a steering is a fixed per-item bonus or depends on the user;
-* :mod:`~seqsae_lib.steering.live`: the engine of the steering widget.
+* :mod:`~seqsae_lib.steering.live`: the engine of the steering widget;
+* :mod:`~seqsae_lib.steering.calibration` / :mod:`~seqsae_lib.steering.showcase`: its sliders in a reader's
+  unit (the share of an average user's top-k, with the NDCG cost), and the concepts and user the book shows.
 """
 
 from seqsae_lib.steering.baselines import (
@@ -23,6 +25,13 @@ from seqsae_lib.steering.baselines import (
     rerank_baseline,
     sae_method,
     steering_methods,
+)
+from seqsae_lib.steering.calibration import (
+    RERANK_GRID,
+    SAE_GRID,
+    SliderCalibration,
+    SliderCurve,
+    calibrate_sliders,
 )
 from seqsae_lib.steering.catalogue_concepts import (
     attribute_concept,
@@ -64,6 +73,7 @@ from seqsae_lib.steering.selection import (
     concept_steering,
     select_latents,
 )
+from seqsae_lib.steering.showcase import showcase_concepts, showcase_user, slider_ends
 from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
 
@@ -73,7 +83,11 @@ __all__ = [
     "GRID_COLUMNS",
     "OPS",
     "POSITIONS",
+    "RERANK_GRID",
+    "SAE_GRID",
     "SELECTION_COLUMNS",
+    "SliderCalibration",
+    "SliderCurve",
     "Concept",
     "LatentEdit",
     "LiveSteering",
@@ -90,6 +104,7 @@ __all__ = [
     "add_vector",
     "attribute_concept",
     "before_after_grid",
+    "calibrate_sliders",
     "bonus_rerank_baseline",
     "cached_last_state",
     "check_concept",
@@ -120,6 +135,9 @@ __all__ = [
     "scores_from_state",
     "select_latents",
     "share_at_equal_cost",
+    "showcase_concepts",
+    "showcase_user",
+    "slider_ends",
     "steer",
     "steered_scores",
     "steering_methods",

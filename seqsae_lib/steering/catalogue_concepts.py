@@ -173,9 +173,7 @@ def popularity_concept(
     key = _POPULARITY.get(which) if isinstance(which, str) else None
     if key is None:
         raise UnknownConceptError(f"unknown popularity concept {which!r}; known: ['popular', 'long_tail']")
-    quantile = check_float("quantile", quantile)
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must be a number in (0, 1), got {quantile!r}")
+    quantile = check_float("quantile", quantile, 0.0, 1.0, exclusive_minimum=True, exclusive_maximum=True)
     pop = seq_data.items["popularity"].to_numpy(dtype=np.float64)
     n = len(pop)
     order = np.argsort(-pop, kind="stable")

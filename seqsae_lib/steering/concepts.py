@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqsae_lib.utils.checks import check_choice
+
 __all__ = ["Concept", "UnknownConceptError", "check_concept"]
 
 
@@ -130,6 +132,7 @@ class Concept:
         reduce : {"mean", "none"}
             Average over users, or one share per list.
         """
+        check_choice("reduce", reduce, ("mean", "none"))
         t = top_items.detach().cpu().numpy() if isinstance(top_items, Tensor) else np.asarray(top_items)
         if t.ndim != 2 or not np.issubdtype(t.dtype, np.integer):
             raise ValueError(f"top_items must be an (n_users, k) integer array, got shape {t.shape}, dtype {t.dtype}")
@@ -138,14 +141,12 @@ class Concept:
         per_list = self.item_mask[t].mean(axis=1) if t.shape[1] else np.zeros(len(t))
         if reduce == "none":
             return per_list
-        if reduce != "mean":
-            raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
         return float(per_list.mean()) if len(per_list) else float("nan")
 
     def contrast(self) -> np.ndarray:
         """``(num_items + 1,)`` vector ``c`` with ``c @ logits`` = weighted mean over concept items minus over the rest.
 
-        Introduced in chapter 5; the promotion of :func:`latent_promotion`.
+        Introduced in chapter 5; the promotion of :func:`~seqsae_lib.steering.promotion.latent_promotion`.
         Row 0 is 0.
 
         Raises

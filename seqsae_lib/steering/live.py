@@ -7,8 +7,10 @@ latents chosen for each concept (:func:`seqsae_lib.steering.selection.select_lat
 :class:`~seqsae_lib.steering.scoring.SteeringCache` of the state at the capture point. An update
 (:meth:`LiveSteering.recommend`) builds one :class:`~seqsae_lib.steering.latent_steering.Steering` from the slider values,
 applies it to the cached state and scores the catalogue: at ``"final"`` a few small matrix products, no
-transformer pass. The result, a :class:`Recommendations`, carries the steered top-k with what changed, the
-concept shares and the overlap with the unsteered list, and how long the update took.
+transformer pass. A ``"rerank:<concept>"`` slider adds a label bonus to the scores instead (the stronger
+operator a calibrated slider falls back to, :mod:`seqsae_lib.steering.calibration`). The result, a
+:class:`Recommendations`, carries the steered top-k with what changed, the concept shares and the overlap
+with the unsteered list, and how long the update took.
 
 :func:`before_after_grid` is the static fallback for readers without a kernel: the top-k of one user over a
 grid of strengths, as a table.
@@ -32,15 +34,17 @@ from seqsae_lib.interpret import Explanation, explain_final
 from seqsae_lib.sae import SparseAutoencoder, check_sae_matches_model
 from seqsae_lib.steering.catalogue_concepts import get_concept
 from seqsae_lib.steering.concepts import Concept
+from seqsae_lib.steering.edits import LatentEdit
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.scoring import SteeringCache, check_sae_fits
-from seqsae_lib.steering.selection import concept_steering
-from seqsae_lib.utils.checks import check_int, latent_ids
+from seqsae_lib.utils.checks import check_float, check_int, latent_ids
 
 __all__ = ["LiveSteering", "Recommendations", "before_after_grid"]
 
 LATENT_PREFIX = "latent:"
 """Slider names of single latents: ``"latent:123"`` adds along latent 123's decoder direction."""
+RERANK_PREFIX = "rerank:"
+"""Slider names of label re-ranking: ``"rerank:Western"`` adds its value times the concept weight to the scores."""
 
 
 @dataclass
@@ -65,6 +69,21 @@ class Recommendations:
     """The slider values that produced this list."""
     seconds: float
     """Wall-clock time of the update (steering, scoring, top-k, table)."""
+
+
+@dataclass(frozen=True)
+class _UserState:
+    """What an update needs about one user and never changes while the sliders move."""
+
+    cache: SteeringCache
+    seen: torch.Tensor
+    items: np.ndarray
+    """Unsteered top-k item ids, best first."""
+    scores: np.ndarray
+    rank: dict[int, int]
+    """Item id -> rank (1-based) in the unsteered top-k."""
+    shares: np.ndarray
+    """Concept shares of the unsteered top-k, one per concept."""
 
 
 @dataclass
@@ -94,7 +113,7 @@ class LiveSteering:
         holds the capture point the sliders steer.
     k : int, default 10
     labels : DataFrame, optional
-        :func:`seqsae_lib.auto_label` output, to name the user's most active latents.
+        :func:`~seqsae_lib.interpret.labels.auto_label` output, to name the user's most active latents.
     concepts : mapping name -> Concept, optional
         Concepts not known by name (e.g. an attribute concept).
 
@@ -105,7 +124,7 @@ class LiveSteering:
         ids, ids outside ``1..num_items``), naming the user index, the position and the value.
     SAEMetadataMismatchError
         On construction: the SAE's metadata records another SASRec's weights hash
-        (:func:`~seqsae_lib.sae.autoencoder.check_sae_matches_model`; checked once, not on every update).
+        (:func:`~seqsae_lib.sae.io.check_sae_matches_model`; checked once, not on every update).
     """
 
     model: nn.Module
@@ -117,7 +136,7 @@ class LiveSteering:
     k: int = 10
     labels: pd.DataFrame | None = None
     concepts: Mapping[str, Concept] = field(default_factory=dict)
-    _cache: dict[int, tuple[SteeringCache, torch.Tensor, pd.DataFrame]] = field(default_factory=dict, repr=False)
+    _cache: dict[int, _UserState] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         check_sae_matches_model(self.sae, self.model)
@@ -139,6 +158,10 @@ class LiveSteering:
         self._masks = np.stack([np.asarray(c.item_mask, dtype=float) for c in self.concepts.values()]) \
             if self.concepts else np.zeros((0, n))
         self._user_ids = {int(u): i for i, u in enumerate(self.seq_data.users["user_id"])}
+        # Built once: an update only turns slider values into edits of these latents (validated above).
+        self._mask_index = pd.Index(self._mask_names)
+        self._identity = Steering.identity(self.sae, capture_point=self.capture_point)
+        self._bonus_rows = torch.as_tensor(self._masks, dtype=torch.float32)
 
     @property
     def slider_names(self) -> list[str]:
@@ -167,7 +190,7 @@ class LiveSteering:
         except (KeyError, TypeError, ValueError):
             raise KeyError(f"unknown user id {user_id!r}; ids run from {min(lookup)} to {max(lookup)}") from None
 
-    def _user(self, user: int) -> tuple[SteeringCache, torch.Tensor, pd.DataFrame]:
+    def _user(self, user: int) -> _UserState:
         if isinstance(user, bool) or not isinstance(user, (int, np.integer)) or not 0 <= user < len(self.inputs):
             raise KeyError(f"unknown user index {user!r}; expected an int in 0..{len(self.inputs) - 1}")
         user = int(user)
@@ -175,23 +198,27 @@ class LiveSteering:
             seq = self.inputs[user]  # checked on construction
             cache = SteeringCache(self.model, left_pad([seq], self.model.max_len), self.capture_point)
             seen = seen_mask([seq], self.seq_data.num_items)[0]
-            base = self._top(cache.scores(), seen)
+            items, scores = self._top(cache.scores(), seen)
             if len(self._cache) > 64:  # bound the memory of a long browsing session
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[user] = (cache, seen, base)
+            self._cache[user] = _UserState(
+                cache=cache, seen=seen, items=items, scores=scores,
+                rank={int(i): r for r, i in enumerate(items, start=1)}, shares=self._masks[:, items].mean(axis=1),
+            )
         return self._cache[user]
 
-    def _top(self, scores: torch.Tensor, seen: torch.Tensor) -> pd.DataFrame:
+    def _top(self, scores: torch.Tensor, seen: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item ids and their scores, best first, seen items left out."""
         s = scores[0].masked_fill(seen, float("-inf"))
         values, items = torch.topk(s, self.k)
-        return pd.DataFrame({"rank": np.arange(1, self.k + 1), "item": items.numpy(), "score": values.numpy()})
+        return items.numpy(), values.numpy()
 
     def active_latents(self, user: int, n: int = 3) -> pd.DataFrame:
         """The user's ``n`` most active latents at the last position, with labels (for latent sliders).
 
         Introduced in chapter 5.
         """
-        cache, _, _ = self._user(user)
+        cache = self._user(user).cache
         state = cache.state if cache.state.ndim == 2 else cache.state[:, -1]
         with torch.no_grad():
             z = self.sae.encode(state)[0]
@@ -205,18 +232,27 @@ class LiveSteering:
     def steering(self, strengths: Mapping[str, float]) -> Steering:
         """One :class:`~seqsae_lib.steering.latent_steering.Steering` from slider values (concept names or ``"latent:<id>"``).
 
-        Introduced in chapter 5. Concept sliders use
-        :func:`~seqsae_lib.steering.selection.concept_steering` (rule ``"add"``); a latent slider adds its value along
-        that latent's decoder direction.
+        Introduced in chapter 5. A concept slider is
+        :func:`~seqsae_lib.steering.selection.concept_steering` with rule ``"add"`` (every latent chosen for
+        the concept gets an ``"add"`` edit of the slider's value, labelled ``"more <concept> (+v)"``); a latent
+        slider adds its value along that latent's decoder direction. The edits keep the order of
+        ``strengths``; the concepts' latent lists were checked on construction, so an update builds one
+        :class:`~seqsae_lib.steering.latent_steering.Steering` (the same as combining the per-slider ones).
 
         Raises
         ------
         ValueError, KeyError
             Unknown slider names (the known ones are listed), non-finite values, a latent slider name that
-            is not ``"latent:<integer id>"``, latent ids out of range.
+            is not ``"latent:<integer id>"``, latent ids out of range, a ``"rerank:"`` slider (not a steering:
+            :meth:`recommend` applies it to the scores).
         """
-        parts = [Steering.identity(self.sae, capture_point=self.capture_point)]
+        if not strengths:
+            return self._identity
+        edits: list[LatentEdit] = []
+        labels: list[str] = []
         for name, value in strengths.items():
+            if isinstance(name, str) and name.startswith(RERANK_PREFIX):
+                raise ValueError(f"slider {name!r} re-ranks the scores and is not a steering; recommend() applies it")
             if isinstance(name, str) and name.startswith(LATENT_PREFIX):
                 try:
                     latent = int(name[len(LATENT_PREFIX):])
@@ -225,19 +261,49 @@ class LiveSteering:
                         f"slider {name!r}: a latent slider is named '{LATENT_PREFIX}<id>' with an integer latent id "
                         f"in 0..{self.sae.d_sae - 1}, e.g. '{LATENT_PREFIX}12'"
                     ) from None
-                parts.append(Steering.add(self.sae, latent, float(value), capture_point=self.capture_point))
+                edits.append(LatentEdit(latent, "add", float(value)))  # the id's range is checked by Steering
             elif name in self._latents:
-                parts.append(concept_steering(self.concepts[name], float(value), self._latents[name], self.sae,
-                                              capture_point=self.capture_point))
+                s = check_float(f"slider {name!r}", float(value))
+                edits.extend(LatentEdit(latent, "add", s) for latent in self._latents[name])
+                labels.append(f"{'more' if s >= 0 else 'less'} {self.concepts[name].name} ({s:+g})")
             else:
                 raise KeyError(f"unknown slider {name!r}; expected one of {self.slider_names} or 'latent:<id>'")
-        return Steering.combine(*parts)
+        return Steering(self.sae, tuple(edits), "last", label=" + ".join(labels), capture_point=self.capture_point)
+
+    def rerank_bonus(self, strengths: Mapping[str, float]) -> tuple[dict[str, float], torch.Tensor | None]:
+        """Split off the ``"rerank:<concept>"`` sliders: the other sliders, and their summed score bonus.
+
+        Introduced in chapter 5. A re-ranking slider of value ``v`` adds ``v`` times the concept's weight to
+        every item's score (:func:`~seqsae_lib.steering.baselines.rerank_baseline`); the bonus is ``None``
+        when no re-ranking slider is non-zero.
+
+        Raises
+        ------
+        KeyError, ValueError
+            A re-ranking slider of a concept that has no slider (the known ones are listed); a non-finite value.
+        """
+        rest: dict[str, float] = {}
+        bonus = None
+        for name, value in strengths.items():
+            if not (isinstance(name, str) and name.startswith(RERANK_PREFIX)):
+                rest[name] = value
+                continue
+            concept = name[len(RERANK_PREFIX):]
+            if concept not in self._mask_index:
+                raise KeyError(f"unknown slider {name!r}; re-ranking sliders are "
+                               f"{[RERANK_PREFIX + c for c in self._mask_names]}")
+            v = check_float(f"slider {name!r}", value)
+            if v != 0.0:
+                row = v * self._bonus_rows[self._mask_index.get_loc(concept)]
+                bonus = row if bonus is None else bonus + row
+        return rest, bonus
 
     def recommend(self, user: int, strengths: Mapping[str, float] | None = None) -> Recommendations:
         """The user's steered top-k, what changed, concept shares and overlap.
 
         Introduced in chapter 5. Zero strengths give exactly the unsteered
-        list (the SAE's error term is kept).
+        list (the SAE's error term is kept); ``"rerank:<concept>"`` sliders add their bonus
+        (:meth:`rerank_bonus`) to the steered scores.
 
         Raises
         ------
@@ -246,21 +312,25 @@ class LiveSteering:
         """
         start = time.perf_counter()
         strengths = dict(strengths or {})
-        cache, seen, base = self._user(user)
-        steering = self.steering(strengths)
-        top = self._top(cache.scores(steering), seen) if not steering.is_identity else base
-        items, base_items = top["item"].to_numpy(), base["item"].to_numpy()
-        # numpy throughout, one DataFrame at the end: pandas joins would cost more than the steering itself
-        position = {int(i): r for r, i in enumerate(base_items, start=1)}
-        was = np.array([position.get(int(i), np.nan) for i in items], dtype=float)
+        base = self._user(user)
+        rest, bonus = self.rerank_bonus(strengths)
+        steering = self.steering(rest)
+        if steering.is_identity and bonus is None:
+            items, scores = base.items, base.scores
+        else:
+            scores = base.cache.scores(None if steering.is_identity else steering)
+            items, scores = self._top(scores if bonus is None else scores + bonus, base.seen)
+        base_items = base.items
+        # numpy throughout, one DataFrame per result at the end: pandas would cost more than the steering itself
+        was = np.array([base.rank.get(int(i), np.nan) for i in items], dtype=float)
         columns = {"rank": np.arange(1, len(items) + 1), "item": items, "title": self._titles[items],
-                   "year": self._years[items], "genres": self._genres[items], "score": top["score"].to_numpy(),
+                   "year": self._years[items], "genres": self._genres[items], "score": scores,
                    "was_rank": was, "new": np.isnan(was)}
         masks = self._masks[:, items]
         columns.update(zip(self._mask_names, masks))
         table = pd.DataFrame(columns)
-        shares = pd.DataFrame({"before": self._masks[:, base_items].mean(axis=1), "after": masks.mean(axis=1)},
-                              index=self._mask_names)
+        shares = pd.DataFrame(np.column_stack([base.shares, masks.mean(axis=1)]), index=self._mask_index,
+                              columns=["before", "after"])
         left = ~np.isin(base_items, items)
         dropped = pd.DataFrame({"was_rank": np.flatnonzero(left) + 1, "item": base_items[left],
                                 "title": self._titles[base_items[left]]})
@@ -274,7 +344,8 @@ class LiveSteering:
 
         Introduced in chapter 5. Only at the final capture point, where the
         decomposition is exact (:func:`seqsae_lib.interpret.explain.explain_final`); the steered state is explained,
-        so a concept slider's latents show up among the contributions.
+        so a concept slider's latents show up among the contributions. A ``"rerank:"`` slider's bonus is
+        added after the state and is not part of the explanation.
 
         Raises
         ------
@@ -285,8 +356,8 @@ class LiveSteering:
         """
         if self.capture_point != "final":
             raise ValueError("explanations are exact only at the 'final' capture point; use explain_inner")
-        cache, _, _ = self._user(user)
-        steering = self.steering(dict(strengths or {}))
+        cache = self._user(user).cache
+        steering = self.steering(self.rerank_bonus(dict(strengths or {}))[0])
         state = cache.final_states(steering)[0]
         (explanation,) = explain_final(self.model, self.sae, self.inputs[user], [item], seq_data=self.seq_data,
                                        labels=self.labels, state=state)

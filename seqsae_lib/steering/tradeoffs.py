@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from seqsae_lib.utils.checks import check_choice
+
 __all__ = ["gini", "jaccard_at_k", "pareto_front", "share_at_equal_cost"]
 
 
@@ -131,8 +133,7 @@ def share_at_equal_cost(
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError("results must be a non-empty dict method -> table")
-    if mode not in ("crossing", "budget"):
-        raise ValueError(f"mode must be 'crossing' or 'budget', got {mode!r}")
+    check_choice("mode", mode, ("crossing", "budget"))
     costs = [float(c) for c in ndcg_costs]
     if not costs or not all(math.isfinite(c) for c in costs):
         raise ValueError(f"ndcg_costs must be finite numbers, got {ndcg_costs!r}")

@@ -18,6 +18,14 @@ import torch
 __all__ = ["check_choice", "check_float", "check_int", "latent_ids"]
 
 
+def _bounds(minimum: Any, maximum: Any, exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> str:
+    """The allowed range in words: ``">= 1"``, ``"< 1.0"`` or, with both bounds, ``"in [0.0, 1.0)"``."""
+    low, high = ">" if exclusive_minimum else ">=", "<" if exclusive_maximum else "<="
+    if minimum is not None and maximum is not None:
+        return f"in {'(' if exclusive_minimum else '['}{minimum}, {maximum}{')' if exclusive_maximum else ']'}"
+    return f"{low} {minimum}" if minimum is not None else f"{high} {maximum}"
+
+
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
 
@@ -28,23 +36,21 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     TypeError
         If ``value`` is not an integer (booleans and floats are refused, even ``3.0``).
     ValueError
-        If it lies outside the bounds.
+        If it lies outside the bounds (the message states the allowed range, e.g. ``k must be in [1, 10]``).
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {_bounds(minimum, maximum)}, got {value}")
     return value
 
 
 def check_float(
     name: str, value: Any, minimum: float | None = None, maximum: float | None = None, *,
-    exclusive_minimum: bool = False,
+    exclusive_minimum: bool = False, exclusive_maximum: bool = False,
 ) -> float:
-    """Return ``value`` as a finite ``float`` in ``[minimum, maximum]`` (``(minimum, ...`` if exclusive).
+    """Return ``value`` as a finite ``float`` in ``[minimum, maximum]`` (open at an end marked exclusive).
 
     Introduced in chapter 1.
 
@@ -53,17 +59,19 @@ def check_float(
     TypeError
         If ``value`` is not a real number (booleans are refused).
     ValueError
-        If it is NaN, infinite or outside the bounds.
+        If it is NaN, infinite or outside the bounds (the message states the allowed range, e.g.
+        ``dropout must be in [0.0, 1.0)``).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
-        raise ValueError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
+    too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    too_high = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be {_bounds(minimum, maximum, exclusive_minimum, exclusive_maximum)}, "
+                         f"got {value!r}")
     return value
 
 

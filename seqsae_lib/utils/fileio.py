@@ -30,8 +30,8 @@ __all__ = [
 class SavedFileError(ValueError):
     """A saved weights + JSON pair is missing pieces, truncated, corrupt, inconsistent or incompatible.
 
-    Introduced in chapter 2. The one base of :class:`seqsae_lib.CheckpointError` and
-    :class:`seqsae_lib.SAEFileError`: ``except SavedFileError`` catches a bad file of either kind.
+    Introduced in chapter 2. The one base of :class:`~seqsae_lib.model.checkpoints.CheckpointError` and
+    :class:`~seqsae_lib.sae.io.SAEFileError`: ``except SavedFileError`` catches a bad file of either kind.
     """
 
 
@@ -158,7 +158,7 @@ def module_weights_sha256(module: torch.nn.Module) -> str:
     """SHA-256 of the weights file :func:`save_state_with_meta` would write for ``module``, cached per object.
 
     Computed once per module and recomputed only after its weights change. A module loaded from a file
-    (:func:`seqsae_lib.load_checkpoint`) keeps the hash recorded for that file while its weights are
+    (:func:`~seqsae_lib.model.checkpoints.load_checkpoint`) keeps the hash recorded for that file while its weights are
     untouched, so the answer does not depend on the torch version that wrote the file.
     """
     key = _weights_key(module)
@@ -182,7 +182,7 @@ def save_state_with_meta(
     """Write a state dict to ``<stem>.pt`` and ``meta`` (plus versions and the weights' sha256) to ``<stem>.json``.
 
     Both files are written atomically; the JSON records the weights' SHA-256 so that
-    :func:`load_state_with_meta` detects a truncated or mismatched pair. Weights holding NaN or inf are
+    :func:`load_state` detects a truncated or mismatched pair. Weights holding NaN or inf are
     refused with ``error`` naming the tensors, before anything is written.
     """
     from datetime import datetime, timezone
@@ -276,7 +276,7 @@ def save_module(
 ) -> tuple[Path, Path]:
     """Save a module's ``state_dict`` with ``meta`` under format ``fmt``/``version`` (:func:`save_state_with_meta`).
 
-    The one writer behind :func:`seqsae_lib.save_checkpoint` and :meth:`seqsae_lib.SparseAutoencoder.save`.
+    The one writer behind :func:`~seqsae_lib.model.checkpoints.save_checkpoint` and :meth:`seqsae_lib.SparseAutoencoder.save`.
     """
     full = {"format": fmt, "format_version": version, **meta}
     return save_state_with_meta(module.state_dict(), path_stem, full, error=error, what=what)

@@ -66,18 +66,21 @@ def set_threads(n: int | None) -> int:
 
     Raises
     ------
+    TypeError
+        If ``n`` is neither ``None`` nor an int.
     ValueError
-        If ``n`` is not ``None`` and smaller than 1, or ``SEQSAE_THREADS`` is not a positive integer.
+        If ``n`` is smaller than 1 (checked even when ``SEQSAE_THREADS`` is set), or ``SEQSAE_THREADS`` is not
+        a positive integer.
     """
+    if n is not None:  # a bad argument is refused even when the environment overrides it
+        n = check_int("num_threads (None: PyTorch's default)", n, 1)
     override = os.environ.get(THREADS_ENV_VAR, "").strip()
     if override:
         if not override.isdigit() or int(override) < 1:
             raise ValueError(f"environment variable {THREADS_ENV_VAR}={override!r}: expected an integer >= 1")
         n = int(override)
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"num_threads must be None or an int >= 1, got {n!r}")
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(n)
     return torch.get_num_threads()
 
 

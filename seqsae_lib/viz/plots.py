@@ -283,7 +283,7 @@ def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = Non
     """Best AUC per planted topic for each unit type, with the recovery threshold.
 
     Introduced in chapter 4; values are
-    :func:`seqsae_lib.planted_recovery` outputs.
+    :func:`~seqsae_lib.interpret.unit_types.planted_recovery` outputs.
     """
     ax = _axis(ax)
     width = 0.8 / max(len(recoveries), 1)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from seqsae_lib.interpret import FeatureAtlas
-    from seqsae_lib.steering import LiveSteering, Recommendations
+    from seqsae_lib.steering import LiveSteering, Recommendations, SliderCalibration
 
 __all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
 
@@ -228,6 +228,7 @@ def steering_widget(
     live: "LiveSteering",
     user_id: int | None = None,
     *,
+    calibration: "SliderCalibration | None" = None,
     max_strength: float = 6.0,
     n_user_latents: int = 3,
     history: int = 8,
@@ -243,8 +244,13 @@ def steering_widget(
         The engine (:class:`seqsae_lib.steering.live.LiveSteering`): model, SAE, concept latents, user inputs.
     user_id : int, optional
         Original (MovieLens) user id shown first (default: the first user).
+    calibration : SliderCalibration, optional
+        From :func:`seqsae_lib.steering.calibration.calibrate_sliders`: the concept sliders (those it
+        calibrated) then move a position in ``[-1, 1]`` whose ends are stated as the share of an average
+        user's top-k, and each shows the share and NDCG cost its current position implies.
     max_strength : float, default 6.0
-        Slider range ``[-max_strength, max_strength]`` (state units along unit-norm decoder directions).
+        Range ``[-max_strength, max_strength]`` of the uncalibrated sliders (the user's latents, and the
+        concepts without ``calibration``), in state units along unit-norm decoder directions.
     n_user_latents : int, default 3
         Sliders for the user's most active latents at the last position.
     history : int, default 8
@@ -256,18 +262,34 @@ def steering_widget(
     Returns
     -------
     ipywidgets.VBox
-        With ``set_user(user_id)``, ``sliders`` (dict name -> slider), ``update()`` (returns the
-        :class:`~seqsae_lib.steering.live.Recommendations`) and ``last`` (the latest one).
+        With ``set_user(user_id)``, ``sliders`` (dict name -> slider), ``meanings`` (dict name -> the HTML
+        beside a calibrated slider), ``update()`` (returns the :class:`~seqsae_lib.steering.live.Recommendations`)
+        and ``last`` (the latest one).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A ``calibration`` that is not a SliderCalibration or calibrates sliders ``live`` does not have.
     """
     widgets = require_ipywidgets()
     import html
 
+    from seqsae_lib.steering import SliderCalibration
+
+    if calibration is not None and not isinstance(calibration, SliderCalibration):
+        raise TypeError(f"calibration must be a SliderCalibration, got {type(calibration).__name__}")
+    cal = dict(calibration or {})
+    if set(cal) - set(live.slider_names):
+        raise ValueError(f"calibration has sliders {sorted(set(cal) - set(live.slider_names))} that live lacks")
     user_box = widgets.BoundedIntText(description="User id", min=min(live.user_ids), max=max(live.user_ids))
-    concept_sliders = {name: widgets.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=0.25,
-                                                 description=name, continuous_update=True,
-                                                 style={"description_width": "9em"},
-                                                 layout=widgets.Layout(width="28em"))
+    wide = {"style": {"description_width": "9em"}, "layout": widgets.Layout(width="28em")}
+    concept_sliders = {name: widgets.FloatSlider(value=0.0, min=-1.0, max=1.0, step=0.05, description=name,
+                                                 readout_format="+.2f", continuous_update=True, **wide)
+                       if name in cal else
+                       widgets.FloatSlider(value=0.0, min=-max_strength, max=max_strength, step=0.25,
+                                           description=name, continuous_update=True, **wide)
                        for name in live.slider_names}
+    meanings = {name: widgets.HTML(layout=widgets.Layout(width="34em")) for name in cal}
     latent_box = widgets.VBox()
     history_html, result_html, status = widgets.HTML(), widgets.HTML(), widgets.HTML()
     explain_pick = widgets.Dropdown(options=[], description="Why", layout=widgets.Layout(width="30em"))
@@ -276,7 +298,8 @@ def steering_widget(
     panel: dict[str, Any] = {"user": 0, "latent_sliders": {}}
 
     def values() -> dict[str, float]:
-        out = {name: s.value for name, s in concept_sliders.items() if s.value != 0.0}
+        out = {name: s.value for name, s in concept_sliders.items() if s.value != 0.0 and name not in cal}
+        out.update(calibration.strengths({n: concept_sliders[n].value for n in cal}) if cal else {})
         out.update({name: s.value for name, s in panel["latent_sliders"].items() if s.value != 0.0})
         return out
 
@@ -284,6 +307,14 @@ def steering_widget(
         rec = live.recommend(panel["user"], values())
         result_html.value = recommendations_html(rec, live.slider_names)
         status.value = f"<small>updated in {rec.seconds * 1e3:.1f} ms</small>"
+        for name, curve in cal.items():
+            p, ref = concept_sliders[name].value, calibration.reference_ndcg
+            op = "" if curve.operator == "SAE latents" else f"; {curve.operator}: {curve.note.split(';')[0]}"
+            meanings[name].value = (
+                f"<small>average user's top-{curve.k}: {curve.low:.0%} at the left end, {curve.unsteered:.0%} "
+                f"unsteered, {curve.high:.0%} at the right end; here {curve.share(p):.0%}, NDCG@{curve.k} "
+                f"{ref:.3f} → {ref - curve.cost(p):.3f}"
+                f"{html.escape(op)}</small>")
         widget.last = rec
         panel["explaining"] = True
         previous = explain_pick.value
@@ -341,12 +372,18 @@ def steering_widget(
     explain_pick.observe(show_explanation, names="value")
     user_box.observe(lambda change: set_user(change["new"]), names="value")
     reset.on_click(on_reset)
-    controls = widgets.VBox([widgets.HTML("<b>Concepts</b> (right: more, left: fewer)"),
-                             *concept_sliders.values(), latent_box, reset])
+    head = "<b>Concepts</b> (right: more, left: fewer)"
+    if cal:
+        head += (f" — each slider's ends are the share of an average user's top-{live.k} reachable within an "
+                 f"NDCG@{live.k} drop of {calibration.budget:g} (measured on {len(calibration.users)} users; "
+                 "0 is the unsteered list; each slider's cost is measured alone)")
+    rows = [widgets.HBox([s, meanings[n]]) if n in meanings else s for n, s in concept_sliders.items()]
+    controls = widgets.VBox([widgets.HTML(head), *rows, latent_box, reset])
     # Controls above the list, not beside it: side by side, the sliders were squeezed to a few pixels.
     widget = widgets.VBox([widgets.HBox([user_box, status]), history_html, controls, result_html, explain_pick,
                            explanation_html])
     widget.set_user, widget.update, widget.sliders, widget.last = set_user, update, concept_sliders, None
+    widget.meanings = meanings
     first = user_id if user_id is not None else int(live.seq_data.users["user_id"].iloc[0])
     user_box.value = first
     if panel["user"] != live.user_index(first) or widget.last is None:

@@ -223,12 +223,12 @@ def test_fair_unit_scores_on_a_small_model():
     assert list(res) == ["SAE", "hidden dims", "PCA", "random rotation", "untrained SAE"]
     assert len(res["SAE"]) == 64 and len(res["hidden dims"]) == 32 and res["hidden dims"]["eligible"].any()
     for frame in res.values():
-        assert frame.attrs["side"] == "next" and frame.attrs["top_n"] == 20
+        assert frame.attrs["top_n"] == 20
         assert (frame["eligible"] == (frame["fires_labelled"] >= 30)).all()
     topic = data.item_topic[store.input_item]
     res = fair_unit_scores(sae, store, data, labels=category_labels(np.where(topic >= 0, topic, np.nan)),
                            top_n=20, min_fires=30, n_null=50, progress=False)
-    assert res["PCA"].attrs["side"] == "labels"
+    assert set(res["PCA"]["top_label"].dropna()) <= {"0", "1", "2", "3"}  # the topics, not genres
     with pytest.raises(ValueError, match="side"):
         fair_unit_scores(sae, store, data, side="previous", progress=False)
 

@@ -142,7 +142,7 @@ def test_bad_input_is_refused_with_clear_messages():
         concept_coverage(acts, labels, NAMES, threshold=1.5)
     with pytest.raises(ValueError, match="no position has a label"):
         concept_coverage(acts, np.zeros_like(labels), NAMES)
-    with pytest.raises(ValueError, match="subset_size must be <= 10"):
+    with pytest.raises(ValueError, match=r"subset_size must be in \[1, 10\], got 11"):
         subset_coverage(acts, labels, NAMES, subset_size=11)
     items, item_labels, _, _ = clustered_items(n_items=100)
     with pytest.raises(ValueError, match="D=31"):

@@ -1,7 +1,7 @@
 """Tests for seqsae_lib.interpret.effects (chapters 4 and 5): the one implementation of decoder effects on item scores.
 
 ``test_latent_item_effects_reproduce_latent_promotion`` is the contract with
-:func:`seqsae_lib.steering.concepts.latent_promotion`: its numbers are a projection of
+:func:`seqsae_lib.steering.promotion.latent_promotion`: its numbers are a projection of
 :func:`latent_item_effects` (see ``promotion_from_effects``), bit for bit, for every method and capture point.
 """
 
@@ -95,7 +95,7 @@ def test_latent_item_effects_one_latent_is_one_row_and_final_is_exact(model, seq
     # the same numbers ranked, as promoted_items returns them
     top = promoted_items(model, sae, 4, n=NUM_ITEMS)
     pd.testing.assert_frame_equal(top, rank_item_effects(one, method, NUM_ITEMS))
-    assert top.attrs["method"] == "exact"
+    assert (top["method"] == "exact").all()
 
 
 def test_latent_item_effects_finite_difference_matches_the_derivative(model, sequences):

@@ -7,15 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import ActivationStore
-from seqsae_lib.interpret import LatentCodes
-from seqsae_lib.interpret import driving_items, top_contexts
-from seqsae_lib.interpret import promoted_items
+from seqsae_lib.sae import ActivationStore, SAEConfig, SparseAutoencoder
 from seqsae_lib.interpret import (
-    PROFILE_COLUMNS, category_profile, decade_profile, genre_profile, popularity_profile, user_profile,
+    PROFILE_COLUMNS,
+    LatentCodes,
+    category_profile,
+    decade_profile,
+    driving_items,
+    feature_stats,
+    genre_profile,
+    latent_activations,
+    popularity_profile,
+    promoted_items,
+    top_contexts,
+    user_profile,
 )
-from seqsae_lib.interpret import feature_stats, latent_activations
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 from seqsae_lib.model import SASRec
 from seqsae_lib.data import SequenceData
 
@@ -109,6 +115,24 @@ def test_latent_codes_roundtrip_and_helpers():
     assert torch.equal(codes.to_torch_sparse().to_dense(), z)
     assert torch.equal(codes.to_dense(rows=[1, 2]), z[1:3])
     assert "nnz" in repr(codes)
+
+
+def test_latent_column_reads_the_column_major_copy_once_built():
+    # column() scans every stored value until column_entries has sorted the codes by latent; then it reads
+    # the latent's own entries. Both must give exactly the dense column, for every latent (dead ones too).
+    from seqsae_lib.interpret.codes import column_entries
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.relu(torch.randn(80, 9, generator=g) - 1.2)
+    z[:, 4] = 0.0  # a dead latent
+    codes = LatentCodes.from_dense(z)
+    scanned = [codes.column(j) for j in range(9)]
+    column_entries(codes)
+    assert "columns" in codes._cache
+    for j in range(9):
+        assert torch.equal(codes.column(j), z[:, j]) and torch.equal(scanned[j], z[:, j])
+    with pytest.raises(IndexError):
+        codes.column(9)
 
 
 def test_latent_codes_validation():
@@ -227,7 +251,7 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     d = sae.W_dec[5].detach() / 2.0
     exact = (d @ model.item_emb.weight.detach().T)[1:].numpy()
     top = promoted_items(model, sae, 5, capture_point="final", n=20)
-    assert top.attrs["method"] == "exact"
+    assert (top["method"] == "exact").all()
     assert np.allclose(top.set_index("item").loc[np.arange(1, 21), "score"].to_numpy(), exact, atol=1e-6)
     assert (np.diff(top["score"].to_numpy()) <= 0).all()
     bottom = promoted_items(model, sae, 5, capture_point="final", n=3, bottom=True)
@@ -237,7 +261,7 @@ def test_promoted_items_final_is_exact_and_inner_matches_derivative():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 21, size=int(rng.integers(2, 7))) for _ in range(12)]
     fd = promoted_items(model, sae, 5, capture_point="block_0", n=20, sequences=seqs, alpha=1e-3, n_states=12)
-    assert fd.attrs["method"] == "finite-difference"
+    assert (fd["method"] == "finite-difference").all()
     from seqsae_lib.data import left_pad
 
     ids = left_pad(seqs, 6)

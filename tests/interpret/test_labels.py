@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqsae_lib.interpret import PROFILE_COLUMNS, category_profile
-from seqsae_lib.interpret import DEAD, NO_PROFILE, auto_label, evidence_table
+from seqsae_lib.interpret import DEAD, NO_PROFILE, PROFILE_COLUMNS, auto_label, category_profile, evidence_table
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Children's"]
 

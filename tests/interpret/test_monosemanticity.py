@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.interpret import auc_matrix
-from seqsae_lib.interpret import LatentCodes
-from seqsae_lib.interpret import latent_activations
-from seqsae_lib.interpret import js_divergence, monosemanticity_scores
 from seqsae_lib.interpret import (
-    bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_units, planted_recovery, random_rotation_units,
-    sae_units, untrained_sae_units,
+    LatentCodes,
+    auc_matrix,
+    bootstrap_median_ci,
+    compare_unit_types,
+    hidden_dim_units,
+    js_divergence,
+    latent_activations,
+    monosemanticity_scores,
+    pca_units,
+    planted_recovery,
+    random_rotation_units,
+    sae_units,
+    untrained_sae_units,
 )
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqsae_lib.model import intervene, record
-from seqsae_lib.model import SASRec
+from seqsae_lib.model import SASRec, intervene, record
 
 
 @pytest.fixture()

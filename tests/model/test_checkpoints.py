@@ -12,11 +12,11 @@ import torch
 from seqsae_lib.model import (
     CheckpointError,
     FingerprintMismatchError,
+    SASRec,
     checkpoint_paths,
     load_checkpoint,
     save_checkpoint,
 )
-from seqsae_lib.model import SASRec
 
 FP = {"dataset": "ml-100k", "min_rating": 0, "num_items": 1349, "n_users": 943, "params": {"k_core": 5}}
 

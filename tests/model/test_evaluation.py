@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.model import EvalResult, MostPopularScorer, RandomScorer, evaluate
-from seqsae_lib.model import SASRec
+from seqsae_lib.model import EvalResult, MostPopularScorer, RandomScorer, SASRec, evaluate
 
 
 class TableScorer:

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.model import SASRecConfig
-from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.model import SASRec, SASRecConfig, UnknownCapturePointError
 
 NUM_ITEMS = 30
 

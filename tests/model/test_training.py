@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from seqsae_lib.data import left_pad
-from seqsae_lib.model import evaluate
+from seqsae_lib.model import History, SASRec, TrainConfig, evaluate, sequence_loss, train_sasrec
 from seqsae_lib.utils.runtime import set_seed
-from seqsae_lib.model import SASRec
-from seqsae_lib.model import History, TrainConfig, sequence_loss, train_sasrec
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import collect_activations
-from seqsae_lib.sae import ActivationFileError, ActivationStore
+from seqsae_lib.sae import ActivationFileError, ActivationStore, collect_activations
 from seqsae_lib.data import left_pad
-from seqsae_lib.model import record
-from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.model import SASRec, UnknownCapturePointError, record
 
 MAX_LEN = 12  # shorter than most synthetic sequences, so windows really cut
 
 
 @pytest.fixture(scope="module")
-def split(tiny_split):
-    return tiny_split
-
-
-@pytest.fixture(scope="module")
-def model(split, train_tiny_sasrec) -> SASRec:
-    return train_tiny_sasrec(split, epochs=2, d_model=16, max_len=MAX_LEN)
+def model(tiny_sasrec) -> SASRec:
+    return tiny_sasrec  # d_model=16, max_len=MAX_LEN, shared by the session (split: conftest.py)
 
 
 @pytest.fixture(scope="module")

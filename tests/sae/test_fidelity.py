@@ -9,27 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import collect_activations
-from seqsae_lib.model import record
-from seqsae_lib.model import evaluate
 from seqsae_lib.sae import (
     FIDELITY_CONDITIONS,
     FidelityResult,
+    SAEConfig,
+    SparseAutoencoder,
+    collect_activations,
     downstream_fidelity,
     fidelity_per_user,
     next_item_cross_entropy,
+    splice,
 )
-from seqsae_lib.sae import splice
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.model import SASRec, UnknownCapturePointError, evaluate, record
 
 D = 16
 MAX_LEN = 12
-
-
-@pytest.fixture(scope="module")
-def split(tiny_split):
-    return tiny_split
 
 
 @pytest.fixture(scope="module")

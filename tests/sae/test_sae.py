@@ -10,9 +10,7 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.sae import SparseAutoencoder
-from seqsae_lib.sae import SAEConfig, is_dead
-from seqsae_lib.sae import SAEFileError, SAEMetadataMismatchError, sae_paths
+from seqsae_lib.sae import SAEConfig, SAEFileError, SAEMetadataMismatchError, SparseAutoencoder, is_dead, sae_paths
 
 D_IN, D_SAE = 16, 64
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder, is_dead
 from seqsae_lib.sae import (
+    SAEConfig,
+    SparseAutoencoder,
     cosine_similarity,
     dead_fraction,
     dense_fraction,
@@ -17,6 +18,7 @@ from seqsae_lib.sae import (
     evaluate_reconstruction,
     feature_density,
     fvu,
+    is_dead,
     l0,
 )
 

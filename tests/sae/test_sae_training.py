@@ -12,11 +12,18 @@ import pytest
 import pandas as pd
 import torch
 
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sae import evaluate_reconstruction
-from seqsae_lib.sae import atom_recovery, sparse_dictionary_data
-from seqsae_lib.sae import train_sae, train_sae_grid
-from seqsae_lib.sae import SAEHistory, SAETrainConfig, lr_factor
+from seqsae_lib.sae import (
+    SAEConfig,
+    SAEHistory,
+    SAETrainConfig,
+    SparseAutoencoder,
+    atom_recovery,
+    evaluate_reconstruction,
+    lr_factor,
+    sparse_dictionary_data,
+    train_sae,
+    train_sae_grid,
+)
 
 D, N_ATOMS, N = 32, 128, 20_000
 

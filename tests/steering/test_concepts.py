@@ -10,31 +10,29 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import ActivationStore, collect_activations
+from seqsae_lib.sae import ActivationStore, SAEConfig, SparseAutoencoder, collect_activations
 from seqsae_lib.steering import (
+    SELECTION_COLUMNS,
+    Concept,
+    UnknownConceptError,
     attribute_concept,
+    combine,
+    concept_lift,
+    concept_steering,
     decade_concept,
     genre_concept,
     get_concept,
     known_concepts,
+    latent_promotion,
     popularity_concept,
+    select_latents,
+    steered_scores,
     year_range_concept,
 )
-from seqsae_lib.steering import Concept, UnknownConceptError
-from seqsae_lib.steering import latent_promotion
-from seqsae_lib.steering import SELECTION_COLUMNS, combine, concept_lift, concept_steering, select_latents
 from seqsae_lib.interpret import LatentCodes, latent_activations
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.model import SASRec, UnknownCapturePointError
-from seqsae_lib.steering import steered_scores
+from seqsae_lib.model import UnknownCapturePointError
 
 D = 16
-MAX_LEN = 12
-
-
-@pytest.fixture(scope="module")
-def seq_data(tiny_seq):
-    return tiny_seq
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +44,14 @@ def dated(seq_data):
     return dataclasses.replace(seq_data, items=items)
 
 
-@pytest.fixture(scope="module")
-def split(tiny_split):
-    return tiny_split
+# seq_data, split, model (the shared tiny SASRec: d_model=D, max_len=12) and concept_direction: conftest.py
 
 
-@pytest.fixture(scope="module")
-def model(split, train_tiny_sasrec) -> SASRec:
-    return train_tiny_sasrec(split, epochs=2, d_model=D, max_len=MAX_LEN)
-
-
-def concept_direction(model: SASRec, concept: Concept) -> torch.Tensor:
-    """Unit vector along (mean concept item embedding - mean other item embedding): promotes the concept at 'final'."""
-    emb = model.item_emb.weight.detach()[1:]
-    w = concept.as_tensor()[1:]
-    d = (w[:, None] * emb).sum(0) / w.sum() - ((1 - w)[:, None] * emb).sum(0) / (1 - w).sum()
-    return d / d.norm()
-
-
-def planted_sae(model: SASRec, concept: Concept, latent: int = 7) -> SparseAutoencoder:
+def planted_sae(direction: torch.Tensor, latent: int = 7) -> SparseAutoencoder:
+    """A random SAE whose ``latent`` reads and writes ``direction`` (e.g. a concept direction)."""
     sae = SparseAutoencoder(SAEConfig(d_in=D, d_sae=4 * D, kind="topk", k=4, normalize_input=False, seed=1))
     with torch.no_grad():
-        sae.W_dec[latent] = concept_direction(model, concept)
+        sae.W_dec[latent] = direction
         sae.W_enc[:, latent] = sae.W_dec[latent]
     return sae.eval()
 
@@ -120,7 +104,7 @@ def test_popularity_concepts_split_the_catalogue(seq_data):
     assert popularity_concept(seq_data, "long-tail", 0.25).n_items == tail.n_items
     with pytest.raises(UnknownConceptError, match="popular.*long_tail"):
         popularity_concept(seq_data, "niche")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+    with pytest.raises(ValueError, match=r"quantile must be in \(0\.0, 1\.0\), got 1\.5"):
         popularity_concept(seq_data, "popular", 1.5)
 
 
@@ -195,9 +179,9 @@ def test_concept_lift_known_answer():
     assert list(lift["n_fires"]) == [2, 1]
 
 
-def test_promotion_at_final_is_exact(model, seq_data):
+def test_promotion_at_final_is_exact(model, seq_data, concept_direction):
     concept = genre_concept(seq_data, "topic 1")
-    sae = planted_sae(model, concept)
+    sae = planted_sae(concept_direction(model, concept))
     prom = latent_promotion(concept, sae, model, capture_point="final")
     assert (prom["method"] == "exact").all() and len(prom) == sae.d_sae
     emb = model.item_emb.weight.detach().double()
@@ -208,9 +192,9 @@ def test_promotion_at_final_is_exact(model, seq_data):
     np.testing.assert_allclose(prom["specificity"].to_numpy(), (delta @ c).numpy() / spread, rtol=1e-4, atol=1e-5)
 
 
-def test_select_latents_finds_a_planted_concept_direction(model, split, seq_data):
+def test_select_latents_finds_a_planted_concept_direction(model, split, seq_data, concept_direction):
     concept = genre_concept(seq_data, "topic 1")
-    sae = planted_sae(model, concept, latent=7)
+    sae = planted_sae(concept_direction(model, concept), latent=7)
     sel = select_latents(concept, sae, model, n=3, capture_point="final")
     assert list(sel.columns) == list(SELECTION_COLUMNS)
     assert len(sel) == 3 and int(sel.iloc[0]["latent"]) == 7
@@ -245,9 +229,9 @@ def test_select_latents_at_an_inner_point_uses_finite_differences(model, split, 
         latent_promotion(concept, sae, model, capture_point="block_1")
 
 
-def test_concept_steering_rules_and_signs(model, seq_data):
+def test_concept_steering_rules_and_signs(model, seq_data, concept_direction):
     concept = genre_concept(seq_data, "topic 1")
-    sae = planted_sae(model, concept, latent=7)
+    sae = planted_sae(concept_direction(model, concept), latent=7)
     towards = concept_steering(concept, 2.0, [7, 9], sae, capture_point="final")
     assert [(e.latent, e.op, e.value) for e in towards.edits] == [(7, "add", 2.0), (9, "add", 2.0)]
     assert towards.label.startswith("more topic 1")
@@ -278,9 +262,9 @@ def test_concept_steering_rules_and_signs(model, seq_data):
         concept_steering(concept, 1.0, [640], sae, capture_point="final")
 
 
-def test_selection_errors(model, seq_data, split):
+def test_selection_errors(model, seq_data, split, concept_direction):
     concept = genre_concept(seq_data, "topic 1")
-    sae = planted_sae(model, concept)
+    sae = planted_sae(concept_direction(model, concept))
     with pytest.raises(UnknownCapturePointError, match="valid names"):
         select_latents(concept, sae, model, capture_point="block_9")
     wide = SparseAutoencoder(SAEConfig(d_in=2 * D, d_sae=4 * D, kind="topk", k=4))

@@ -10,8 +10,7 @@ import seqsae_lib as sl
 
 
 @pytest.fixture(scope="module")
-def live(tiny_seq, tiny_split, train_tiny_sasrec):
-    model = train_tiny_sasrec(tiny_split, epochs=2)
+def live(tiny_seq, tiny_split, model):
     store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
     sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
                           sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
@@ -59,6 +58,25 @@ def test_latent_slider_equals_a_manual_add(live):
     scores[torch.from_numpy(np.asarray(live.inputs[0]))] = float("-inf")
     scores[0] = float("-inf")
     assert rec.table["item"].tolist() == torch.topk(scores, 5).indices.tolist()
+
+
+def test_slider_steering_is_the_combination_of_the_per_slider_steerings(live):
+    # An update builds one Steering from the sliders; it must be the documented one: the concept's
+    # concept_steering (rule "add") and a latent slider's Steering.add, combined in the sliders' order.
+    name = live.slider_names[0]
+    latent = int(live.active_latents(0, 1)["latent"].iloc[0])
+    sliders = {f"latent:{latent}": -1.5, name: 2.5}
+    built = live.steering(sliders)
+    expected = sl.Steering.combine(
+        sl.Steering.identity(live.sae), sl.Steering.add(live.sae, latent, -1.5),
+        sl.concept_steering(live.concepts[name], 2.5, live.concept_latents[name], live.sae),
+    )
+    assert built == expected and built.label == expected.label == f"more {name} (+2.5)"
+    assert live.steering({}).is_identity and live.steering({name: 0.0}).is_identity
+    down = live.steering({name: -3.0})
+    assert down.label == f"less {name} (-3)" and {e.value for e in down.edits} == {-3.0}
+    with pytest.raises(ValueError, match=f"slider '{name}' must be a finite number"):
+        live.steering({name: float("inf")})
 
 
 def test_bad_requests(live, tiny_seq):

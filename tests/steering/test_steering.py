@@ -7,27 +7,26 @@ import math
 import pytest
 import torch
 
-from seqsae_lib.model import record
+from seqsae_lib.model import SASRec, UnknownCapturePointError, record
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.model import SASRec, UnknownCapturePointError
-from seqsae_lib.steering import OPS, LatentEdit, preactivation_std
-from seqsae_lib.steering import Steering
-from seqsae_lib.steering import SteeringCache, cached_last_state, scores_from_state, steer, steered_scores
-from seqsae_lib.steering import VectorSteering
+from seqsae_lib.steering import (
+    OPS,
+    LatentEdit,
+    Steering,
+    SteeringCache,
+    VectorSteering,
+    cached_last_state,
+    preactivation_std,
+    scores_from_state,
+    steer,
+    steered_scores,
+)
 
 D = 16
-MAX_LEN = 12
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def split(tiny_split):
-    return tiny_split
-
-
-@pytest.fixture(scope="module")
-def model(split, train_tiny_sasrec) -> SASRec:
-    return train_tiny_sasrec(split, epochs=2, d_model=D, max_len=MAX_LEN)
+# split and model (the shared tiny SASRec: d_model=D, max_len=12): conftest.py
 
 
 @pytest.fixture()

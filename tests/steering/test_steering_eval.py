@@ -9,46 +9,38 @@ import pandas as pd
 import pytest
 import torch
 
-from seqsae_lib.sae import ActivationStore, collect_activations
-from seqsae_lib.steering import genre_concept
-from seqsae_lib.steering import Concept, UnknownConceptError
-from seqsae_lib.model import evaluate
-from seqsae_lib.interpret import latent_activations
-from seqsae_lib.model import coverage_at_k
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.model import SASRec, UnknownCapturePointError
+from seqsae_lib.sae import ActivationStore, SAEConfig, SparseAutoencoder, collect_activations
 from seqsae_lib.steering import (
+    GRID_COLUMNS,
+    Concept,
     Rerank,
+    Steering,
+    SteeringEvaluator,
+    UnknownConceptError,
+    VectorSteering,
+    evaluate_methods,
+    evaluate_steering,
+    genre_concept,
+    gini,
     hidden_dim_baseline,
+    jaccard_at_k,
     mean_difference_baseline,
+    pareto_front,
     random_latent_baseline,
     rerank_baseline,
     sae_method,
+    share_at_equal_cost,
+    steered_scores,
     steering_methods,
 )
-from seqsae_lib.steering import GRID_COLUMNS, SteeringEvaluator, evaluate_methods, evaluate_steering
-from seqsae_lib.steering import Steering
-from seqsae_lib.steering import steered_scores
-from seqsae_lib.steering import gini, jaccard_at_k, pareto_front, share_at_equal_cost
-from seqsae_lib.steering import VectorSteering
+from seqsae_lib.model import SASRec, UnknownCapturePointError, coverage_at_k, evaluate
+from seqsae_lib.interpret import latent_activations
 
 D = 16
 MAX_LEN = 12
 
 
-@pytest.fixture(scope="module")
-def seq_data(tiny_seq):
-    return tiny_seq
-
-
-@pytest.fixture(scope="module")
-def split(tiny_split):
-    return tiny_split
-
-
-@pytest.fixture(scope="module")
-def model(split, train_tiny_sasrec) -> SASRec:
-    return train_tiny_sasrec(split, epochs=2, d_model=D, max_len=MAX_LEN)
+# seq_data, split, model (the shared tiny SASRec: d_model=D, max_len=MAX_LEN) and concept_direction: conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +51,6 @@ def concept(seq_data) -> Concept:
 @pytest.fixture(scope="module")
 def evaluator(model, split, seq_data) -> SteeringEvaluator:
     return SteeringEvaluator(model, split.test_inputs, split.test_targets, seq_data, batch_size=16, n_boot=50)
-
-
-def concept_direction(model: SASRec, concept: Concept) -> torch.Tensor:
-    emb = model.item_emb.weight.detach()[1:]
-    w = concept.as_tensor()[1:]
-    d = (w[:, None] * emb).sum(0) / w.sum() - ((1 - w)[:, None] * emb).sum(0) / (1 - w).sum()
-    return d / d.norm()
 
 
 def random_sae(seed: int = 0) -> SparseAutoencoder:
@@ -155,7 +140,8 @@ def test_strength_zero_reproduces_evaluate(model, split, seq_data, concept, eval
     assert row["method"] == "re-ranking"  # the baseline's name
 
 
-def test_share_rises_with_strength_for_reranking_and_a_constructed_direction(model, split, seq_data, concept, evaluator):
+def test_share_rises_with_strength_for_reranking_and_a_constructed_direction(model, split, seq_data, concept, evaluator,
+                                                                             concept_direction):
     strengths = [0.0, 0.05, 0.1, 0.2, 0.4]
     rerank = evaluate_steering(model, rerank_baseline(concept), strengths, split.test_inputs, split.test_targets,
                                concept, seq_data, evaluator=evaluator)
@@ -192,7 +178,7 @@ def test_cached_grid_equals_the_hook_path(model, split, seq_data, concept, evalu
     pd.testing.assert_frame_equal(fast, slow)
 
 
-def test_methods_and_equal_cost_table(model, split, seq_data, concept):
+def test_methods_and_equal_cost_table(model, split, seq_data, concept, concept_direction):
     store = collect_activations(model, split.train, "final", next_items=split.valid_targets, progress=False)
     sae = random_sae()
     with torch.no_grad():

@@ -136,7 +136,7 @@ def load_pretrained_sasrec(fingerprint: dict[str, Any], name: str = SASREC_ML100
 
     Raises
     ------
-    seqsae_lib.CheckpointError
+    seqsae_lib.model.checkpoints.CheckpointError
         Missing or truncated files; :class:`seqsae_lib.FingerprintMismatchError` for other data.
     """
     model, meta = load_checkpoint(pretrained_stem(name), expected_fingerprint=fingerprint)
@@ -304,7 +304,7 @@ def load_pretrained_sae(fingerprint: dict[str, Any], recipe: "SAERecipe | None" 
 
     Raises
     ------
-    seqsae_lib.SAEFileError
+    seqsae_lib.sae.io.SAEFileError
         Missing or truncated files, or metadata that does not match (which key, which values), e.g. an
         SAE trained on another version of the shipped SASRec (its weights hash differs).
     """
