@@ -139,8 +139,8 @@ class SteeringCache:
       (``positions="last"``) changes nothing at the earlier positions (causal attention), so only the
       last position's row of each remaining block is recomputed, attending to the earlier positions' keys
       and values, which are computed once (on first use) and kept: about ``L`` times less work for a
-      window of ``L`` positions (pre-LayerNorm :class:`~seqsae_lib.model.layers.TransformerBlock` s without
-      hooks on the later capture points; otherwise the full re-run).
+      window of ``L`` positions (for the blocks of :class:`~seqsae_lib.model.layers.TransformerBlock`, with
+      no hook on the capture point or a later one; otherwise the full re-run).
 
     The results equal the hook path (:func:`steered_scores`) up to float rounding. Do not use a cache
     inside an active :func:`steer` block on the same model (the steering would apply twice at inner
