@@ -1,14 +1,14 @@
 """Every concept in one table: SAE steering against the baselines within NDCG@10 budgets.
 
     python scripts/concept_table.py --threads 2                       # ML-100k -> recorded/concept_table_ml100k.csv
-    python scripts/concept_table.py --dataset ml-1m-u2999 --threads 2 # once that data set's models are shipped
+    python scripts/concept_table.py --dataset ml-1m-u2999 --threads 2 # -> recorded/concept_table_ml1m_u2999.csv
 
 Loads the shipped SASRec and the shipped SAEs of the data set at ``final`` and ``block_0`` (``--capture-points``
-picks others among the shipped ones; only the default set is recorded), runs :func:`seqsae_lib.steering.concept_steering_table` on every
-genre and release decade with at least 20 items, prints the table, the wins/ties/losses of the best SAE
-against each baseline and the time it took, and records the table as CSV in
-``seqsae_lib/experiments/recorded/concept_table_<data set>.csv``. A data set whose models are not shipped
-is skipped with a message (exit status 0).
+picks others among the shipped ones; only the default set is recorded), runs
+:func:`seqsae_lib.steering.concept_steering_table` on every genre and release decade with at least 20 items,
+prints the table, the wins/ties/losses of the best SAE against each baseline and the time it took, and
+records the table as CSV in ``seqsae_lib/experiments/recorded/concept_table_<data set>.csv`` (``ml100k``,
+``ml1m_u2999``). A data set whose models are not shipped is skipped with a message (exit status 0).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def main() -> None:
     print(f"{args.dataset}: share@10 within each NDCG@10 budget ({table.attrs['n_users']} test users)")
     print(table[shares].round(3).to_string())
     print()
-    print(table[["best SAE", *[f"best SAE @{c:g}" for c in costs], "best SAE x", "doubles", "profile latents", "max lift", "label corr",
+    print(table[["best SAE", *[f"best SAE @{c:g}" for c in costs], "best SAE x", "doubles", "profile latents",
+                 "max lift", "label corr",
                  *[c for c in table.columns if c.startswith("n latents")]]].round(3).to_string())
     print()
     print(table[[c for c in table.columns if c.startswith("vs ")]].to_string())
@@ -82,7 +83,7 @@ def main() -> None:
         print(f"  {concept}: {why}")
     print(f"\ntable computed in {seconds:.1f} s with {args.threads} thread(s)")
     if not args.no_save and args.concepts is None and args.capture_points == parser.get_default("capture_points"):
-        out = RECORDED / f"concept_table_{args.dataset.replace('-', '')}.csv"
+        out = RECORDED / f"concept_table_{sasrec.name.removeprefix('sasrec_')}.csv"  # ml100k, ml1m_u2999
         table.round(6).to_csv(out)
         print(f"recorded {out.relative_to(RECORDED.parents[2])}")
 

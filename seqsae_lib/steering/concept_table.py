@@ -145,7 +145,8 @@ def _why(row: dict[str, Any], best: str, cost: float, n_chosen: int) -> str:
         return "no latent passes the read-side filter (fires >= min_fires times with lift >= 1)"
     rerank = row[f"re-ranking {c}"]
     if rerank < 2 * ref:
-        return f"even label re-ranking reaches only {rerank:.3f} ({rerank / ref:.1f}x) within {cost:g}: the budget limits"
+        return (f"even label re-ranking reaches only {rerank:.3f} ({rerank / ref:.1f}x) within {cost:g}: "
+                "the budget limits")
     if row["profile latents"] == 0:
         return ("the SAE learned no latent for it: no latent's next-item profile is enriched for it "
                 "(q <= 0.05, share >= 0.1)")
