@@ -13,6 +13,9 @@ Prints:
   * picking a user (one forward pass to the cached state, the unsteered top-10), median and p95;
   * the full evaluation grid for one concept: the SAE method and the four baselines over their
     strength grids on all 943 test users (target: under a minute);
+  * one concept's row of the all-concepts table (``concept_steering_table``: SAEs at ``final`` and
+    ``block_0``, four baselines, the number of latents chosen on validation users), setup included (the
+    whole table of 23 concepts: ``scripts/concept_table.py``, target about 3 minutes with 2 threads);
   * explaining one user's top-10 (forward pass, top-10, exact per-feature decomposition of each score),
     median and p95 over 100 users (target: under 50 ms with 2 threads).
 """
@@ -25,7 +28,9 @@ import time
 import numpy as np
 
 import seqsae_lib as sl
-from seqsae_lib.experiments.pretrained import shipped_pipeline
+from seqsae_lib.experiments.pretrained import (
+    SAE_ML100K_BLOCK_0, load_pretrained_sae, shipped_pipeline, training_activations,
+)
 
 SAE_STRENGTHS = (0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8)  # as in chapter 5
 RERANK_STRENGTHS = (0.25, 0.5, 1, 1.5, 2, 3, 4)
@@ -87,6 +92,13 @@ def main() -> None:
     n_points = sum(len(g) for g in grids.values())
     print(f"evaluation grid for {args.concept!r}: {len(methods)} methods, {n_points} strengths, "
           f"{data.num_users} users in {time.perf_counter() - start:.1f} s")
+
+    start = time.perf_counter()
+    saes = {"final": sae, "block_0": load_pretrained_sae(split.fingerprint, SAE_ML100K_BLOCK_0)}
+    stores = {"final": store, "block_0": training_activations(model, split, "block_0")}
+    sl.steering.concept_steering_table(model, saes, stores, split, data, concepts=[args.concept], progress=False)
+    print(f"concept table row for {args.concept!r} (SAEs at final and block_0, 4 baselines, setup included): "
+          f"{time.perf_counter() - start:.1f} s")
 
     labels = sl.build_atlas(model, sae, store, data, progress=False).labels
     times = []

@@ -4,6 +4,7 @@ The one documented command that produces ``seqsae_lib/experiments/pretrained/sae
 
     python scripts/train_sae.py --save --threads 2
     python scripts/train_sae.py --dataset ml-1m-u2999 --save --threads 2   # MovieLens-1M, users 1-2,999
+    python scripts/train_sae.py --recipe sae_ml100k_block_0 --save --threads 2   # another shipped recipe
 
 It collects the SASRec's states at the recipe's capture point over every training window, trains the
 recipe's SAE, prints reconstruction metrics (FVU, L0, cosine, dead and dense fractions) and downstream
@@ -11,7 +12,9 @@ fidelity on the test users (NDCG@10, HR@10 and cross-entropy with the SAE splice
 error term, against mean and zero ablation), and with ``--save`` writes the SAE (input normalisation
 folded into the weights) with these figures recorded in its JSON. Options override the recipe for
 experiments (``--d-sae``, ``--k``, ``--kind``, ``--epochs``, ``--capture-point``); ``--save`` refuses
-overrides so the shipped file always matches the recipe.
+overrides so the shipped file always matches the recipe. ``--recipe NAME`` picks any recipe of
+``SAE_RECIPES_BY_NAME`` (e.g. the SAEs at inner capture points, ``sae_ml100k_block_0``) instead of the data
+set's recipe at ``final``; its data set is the one of the SASRec it reads.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import replace
 
 import seqsae_lib as sl
 from seqsae_lib.experiments.pretrained import (
-    SASREC_ML100K, load_pretrained_sasrec, pretrained_stem, sae_provenance, sae_recipe, sasrec_recipe,
+    SAE_RECIPES_BY_NAME, SASREC_ML100K, SASREC_RECIPES, load_pretrained_sasrec, pretrained_stem, sae_provenance, sae_recipe, sasrec_recipe,
 )
 from seqsae_lib.experiments.pretrained import training_activations
 
@@ -40,10 +43,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dataset", default=SASREC_ML100K.dataset, help="data set whose shipped recipes are used")
+    parser.add_argument("--dataset", default=None, help="data set whose shipped recipes are used (default ml-100k)")
+    parser.add_argument("--recipe", default=None, choices=sorted(SAE_RECIPES_BY_NAME),
+                        help="an SAE recipe by name (its data set is that of the SASRec it reads)")
     args = parser.parse_args()
-    shipped = sae_recipe(args.dataset)
-    sasrec = sasrec_recipe(args.dataset)
+    if args.recipe is not None:
+        shipped = SAE_RECIPES_BY_NAME[args.recipe]
+        dataset = next(d for d, r in SASREC_RECIPES.items() if r.name == shipped.sasrec)
+        if args.dataset is not None and args.dataset != dataset:
+            parser.error(f"--recipe {args.recipe} reads {shipped.sasrec}, a model of {dataset!r}, not {args.dataset!r}")
+    else:
+        dataset = args.dataset or SASREC_ML100K.dataset
+        shipped = sae_recipe(dataset)
+    sasrec = sasrec_recipe(dataset)
 
     sae_kwargs = dict(shipped.sae)
     train_kwargs = dict(shipped.train)
@@ -92,7 +104,8 @@ def main() -> None:
             "train_seconds": round(t_train, 1), "collect_seconds": round(t_collect, 1),
             "num_vectors": len(store), "reconstruction": {k: float(v) for k, v in recon.items()},
             "fidelity_test": fidelity, "command": "python scripts/train_sae.py "
-            + ("" if args.dataset == SASREC_ML100K.dataset else f"--dataset {args.dataset} ")
+            + (f"--recipe {args.recipe} " if args.recipe is not None
+               else "" if dataset == SASREC_ML100K.dataset else f"--dataset {dataset} ")
             + "--save --threads " + str(args.threads),
         })
         print(f"saved {recipe.name}.pt and {recipe.name}.json to {pretrained_stem(recipe.name).parent}")

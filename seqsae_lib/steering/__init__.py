@@ -9,6 +9,8 @@ Introduced in chapter 5.
 * :mod:`~seqsae_lib.steering.promotion` / :mod:`~seqsae_lib.steering.selection`: the latents that steer towards one;
 * :mod:`~seqsae_lib.steering.evaluation`, :mod:`~seqsae_lib.steering.baselines`,
   :mod:`~seqsae_lib.steering.tradeoffs`: measuring steering against baselines;
+* :mod:`~seqsae_lib.steering.concept_table`: every concept in one table (SAE steering against the baselines
+  within NDCG budgets);
 * :mod:`~seqsae_lib.steering.geometry`: whether a steering is a fixed per-item bonus or depends on the user;
 * :mod:`~seqsae_lib.steering.live`: the engine of the steering widget;
 * :mod:`~seqsae_lib.steering.calibration` / :mod:`~seqsae_lib.steering.showcase`: its sliders in a reader's
@@ -38,8 +40,10 @@ from seqsae_lib.steering.catalogue_concepts import (
     get_concept,
     known_concepts,
     popularity_concept,
+    table_concepts,
     year_range_concept,
 )
+from seqsae_lib.steering.concept_table import BASELINES, TABLE_STRENGTHS, concept_steering_table, wins_ties_losses
 from seqsae_lib.steering.concepts import Concept, UnknownConceptError, check_concept
 from seqsae_lib.steering.edits import OPS, POSITIONS, LatentEdit, add_vector, edit_delta, preactivation_std
 from seqsae_lib.steering.evaluation import (
@@ -74,6 +78,7 @@ from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, shar
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
 
 __all__ = [
+    "BASELINES",
     "CONCEPT_RULES",
     "GRID_COLUMNS",
     "OPS",
@@ -93,6 +98,7 @@ __all__ = [
     "SteeringCache",
     "SteeringDetails",
     "SteeringEvaluator",
+    "TABLE_STRENGTHS",
     "UnknownConceptError",
     "VectorSteering",
     "add_vector",
@@ -105,6 +111,7 @@ __all__ = [
     "check_sae_fits",
     "combine",
     "concept_lift",
+    "concept_steering_table",
     "concept_steering",
     "decade_concept",
     "edit_delta",
@@ -134,6 +141,8 @@ __all__ = [
     "steer",
     "steered_scores",
     "steering_methods",
+    "table_concepts",
     "user_dependence",
+    "wins_ties_losses",
     "year_range_concept",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "attribute_concept",
     "known_concepts",
     "get_concept",
+    "table_concepts",
 ]
 
 
@@ -264,3 +265,16 @@ def get_concept(seq_data: SequenceData, name: str | Concept) -> Concept:
     if key.lower() in lower and lower[key.lower()] in known:
         return genre_concept(seq_data, lower[key.lower()])
     raise UnknownConceptError(f"unknown concept {name!r}; known concepts of {seq_data.name}: {known}")
+
+
+def table_concepts(seq_data: SequenceData, min_items: int = 20) -> list[str]:
+    """Names of the genres, then the release decades, that have at least ``min_items`` items each.
+
+    Introduced in chapter 5; the default concepts of
+    :func:`~seqsae_lib.steering.concept_table.concept_steering_table`.
+    """
+    seq_data = _check_seq_data(seq_data)
+    min_items = check_int("min_items", min_items, minimum=1)
+    names = [g for j, g in enumerate(seq_data.genre_names) if seq_data.item_genres[1:, j].sum() >= min_items]
+    names += [f"{d}s" for d in _decades(seq_data)]
+    return [n for n in names if get_concept(seq_data, n).n_items >= min_items]

@@ -55,6 +55,7 @@ def latent_promotion(
     alpha: float = 1.0,
     n_states: int = 256,
     seed: int = 0,
+    effects: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """How much each latent's decoder direction promotes the concept's items over the others.
 
@@ -80,6 +81,11 @@ def latent_promotion(
         Finite-difference step in state units (inner points). Choose it near a typical activation.
     n_states, seed
         Sample of states (inner points).
+    effects : ndarray of shape (len(latents), num_items), optional
+        The latents' item effects computed before by
+        :func:`~seqsae_lib.interpret.effects.latent_item_effects` with this ``method`` (not ``"auto"``) and
+        the same settings, e.g. once for every latent and reused across concepts (they do not depend on
+        the concept); then nothing is measured here.
 
     Returns
     -------
@@ -96,8 +102,17 @@ def latent_promotion(
     capture_point = check_sae_fits(model, sae, capture_point)
     check_concept(concept, model.num_items)
     ids_lat = np.arange(sae.d_sae) if latents is None else np.asarray(latent_ids(latents, sae.d_sae), dtype=np.int64)
-    effects, method = latent_item_effects(model, sae, ids_lat, capture_point=capture_point, sequences=sequences,
-                                          method=method, alpha=alpha, n_states=n_states, seed=seed)
+    if effects is None:
+        effects, method = latent_item_effects(model, sae, ids_lat, capture_point=capture_point, sequences=sequences,
+                                              method=method, alpha=alpha, n_states=n_states, seed=seed)
+    else:
+        effects = np.asarray(effects, dtype=np.float64)
+        if effects.shape != (len(ids_lat), int(model.num_items)):
+            raise ValueError(f"effects must have shape (n_latents, num_items) = ({len(ids_lat)}, {int(model.num_items)}), "
+                             f"got {effects.shape}")
+        if method == "auto":
+            raise ValueError("with precomputed effects, say how they were measured: method='exact', 'linearised' "
+                             "or 'finite-difference'")
     delta = torch.from_numpy(effects).to(torch.float32)  # (n_latents, num_items): logit change per unit
     contrast = torch.from_numpy(concept.contrast()).to(torch.float32)
     promotion = (delta @ contrast[1:]).double().cpu().numpy()

@@ -8,7 +8,9 @@ Introduced in chapter 5.
   is the fast path for widgets and strength grids: the state at the capture point is computed once, and
   each new steering costs, at ``"final"``, an edit of the ``(B, d)`` last states and one matrix product
   with the item table (no transformer re-run); at an inner point, the remaining blocks on the cached,
-  left-trimmed window via :meth:`~seqsae_lib.model.sasrec.SASRec.forward_from`.
+  left-trimmed window via :meth:`~seqsae_lib.model.sasrec.SASRec.forward_from`, or, for an edit of the last
+  position only, just the last position's row of each remaining block (the others cannot change: the
+  attention is causal), from the keys and values of the earlier positions, computed once.
 
 A steering is a :class:`~seqsae_lib.steering.latent_steering.Steering` (SAE latents) or a
 :class:`~seqsae_lib.steering.vector_steering.VectorSteering`; :func:`check_sae_fits` is the check that an SAE
@@ -22,10 +24,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqsae_lib.data import trim_left_padding
-from seqsae_lib.model import check_model, intervene, record
+from seqsae_lib.model import CausalSelfAttention, TransformerBlock, check_model, intervene, record
 from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.latent_steering import Steering
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
@@ -132,7 +135,12 @@ class SteeringCache:
       and ``"all"`` give the same result here.
     * At an inner capture point the ``(B, L, d)`` states of the left-trimmed window are kept; a steering
       edits them (last position or all non-padding positions) and the remaining blocks run from there
-      with :meth:`~seqsae_lib.model.sasrec.SASRec.forward_from`.
+      with :meth:`~seqsae_lib.model.sasrec.SASRec.forward_from`. An edit of the last position only
+      (``positions="last"``) changes nothing at the earlier positions (causal attention), so only the
+      last position's row of each remaining block is recomputed, attending to the earlier positions' keys
+      and values, which are computed once (on first use) and kept: about ``L`` times less work for a
+      window of ``L`` positions (for the blocks of :class:`~seqsae_lib.model.layers.TransformerBlock`, with
+      no hook on the capture point or a later one; otherwise the full re-run).
 
     The results equal the hook path (:func:`steered_scores`) up to float rounding. Do not use a cache
     inside an active :func:`steer` block on the same model (the steering would apply twice at inner
@@ -169,6 +177,7 @@ class SteeringCache:
         self.input_ids = ids
         self.state = cached_last_state(model, ids, capture_point)
         self._base: Tensor | None = self.state if capture_point == "final" else None
+        self._prefix: _LastPosition | None | bool = None  # built on first use; False: not applicable
 
     @property
     def d_model(self) -> int:
@@ -190,6 +199,12 @@ class SteeringCache:
             return self._base
         _check_against_model(self.model, steering)
         self._check_point(steering)
+        if self.capture_point != "final" and steering.positions == "last":
+            if self._prefix is None:
+                self._prefix = _LastPosition.build(self.model, self.capture_point, self.state, self.input_ids)
+            if self._prefix and not self._prefix.hooked():  # type: ignore[union-attr]
+                with eval_mode(self.model if self.model.training else None):
+                    return self._prefix(steering.apply(self.state[:, -1]))  # type: ignore[operator]
         return _final_last(self.model, self.capture_point, self.state, self.input_ids, steering)
 
     def scores(self, steering: StateSteering | None = None) -> Tensor:
@@ -209,6 +224,63 @@ class SteeringCache:
 
     def __repr__(self) -> str:
         return f"SteeringCache({self.capture_point!r}, batch={self.input_ids.shape[0]}, length={self.input_ids.shape[1]})"
+
+
+class _LastPosition:
+    """The remaining blocks at the last position only, when nothing else of the window changed."""
+
+    def __init__(self, model: nn.Module, blocks: list[TransformerBlock], kv: list[tuple[Tensor, Tensor]],
+                 mask: Tensor, names: list[str]) -> None:
+        self.model, self.blocks, self.kv, self.mask, self.names = model, blocks, kv, mask, names
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: nn.Module, capture_point: str, state: Tensor, input_ids: Tensor) -> _LastPosition | bool:
+        """Keys and values of every remaining block on the unsteered window; ``False`` if not applicable."""
+        names = list(model.capture_points)  # type: ignore[arg-type]
+        stage = names.index(capture_point)
+        blocks = list(model.blocks)[stage:]  # type: ignore[arg-type]
+        later = names[stage + 1 :]
+        plain = all(type(b) is TransformerBlock and type(b.attn) is CausalSelfAttention for b in blocks)
+        if not plain:
+            return False
+        inner = later[: max(len(blocks) - 1, 0)]  # the inputs of the blocks after the first
+        with eval_mode(model):
+            inputs = [state]
+            if inner:
+                with record(model, inner) as rec:
+                    model.forward_from(capture_point, state, input_ids)  # type: ignore[operator]
+                inputs += [rec[n] for n in inner]
+            kv = []
+            for block, x in zip(blocks, inputs):
+                b, length, d = x.shape
+                att = block.attn
+                qkv = att.qkv(block.ln_attn(x)).view(b, length, 3, att.n_heads, att.d_head).permute(2, 0, 3, 1, 4)
+                kv.append((qkv[1].contiguous(), qkv[2].contiguous()))
+        allowed = input_ids != 0
+        allowed[:, -1] = True
+        mask = torch.zeros(allowed.shape, dtype=state.dtype, device=state.device)
+        mask.masked_fill_(~allowed, float("-inf"))
+        return cls(model, blocks, kv, mask[:, None, None, :], names[stage:])
+
+    def hooked(self) -> bool:
+        """Whether a hook sits on the capture point or a later one (then the full re-run must be used)."""
+        return any(self.model.hook_point(n)._forward_hooks or self.model.hook_point(n)._forward_pre_hooks
+                   for n in self.names)
+
+    def __call__(self, last: Tensor) -> Tensor:
+        """``(B, d)`` final states from the ``(B, d)`` edited states at the capture point's last position."""
+        x = last
+        for block, (keys, values) in zip(self.blocks, self.kv):
+            att = block.attn
+            b, d = x.shape
+            q, k, v = att.qkv(block.ln_attn(x)).view(b, 3, att.n_heads, att.d_head).unbind(1)
+            keys, values = keys.clone(), values.clone()
+            keys[:, :, -1], values[:, :, -1] = k, v
+            y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=self.mask)
+            x = x + att.out(y.reshape(b, d))
+            x = x + block.ffn(block.ln_ffn(x))
+        return self.model.final_ln(x)  # type: ignore[operator]
 
 
 def _final_last(

@@ -18,7 +18,16 @@ Steering a latent has two sides, and the rule uses both:
   latent must at least not be *anti*-associated with the concept) are not candidates.
 
 ``score = specificity``; :func:`select_latents` returns the ``n`` best candidates by score. Without codes
-only the write side is used (lift is NaN). :func:`concept_steering` turns them into a
+only the write side is used (lift is NaN).
+
+The ``n`` individually most specific latents need not make the most specific *combination*: two latents
+may promote the same off-concept items (their sum reshuffles the catalogue twice as much), or one may
+cancel the other's stray promotions. ``order="greedy"`` builds the combination itself, one latent at a time,
+each time adding the candidate that makes the *sum* of the chosen directions most specific (the
+specificity of a sum is computed like a latent's, from the sum of their item effects) and stopping early
+when no candidate raises it. The specificity is, up to a constant, the correlation over items between the
+logit changes and the concept weights, so the greedy sum is the ``n``-latent steering whose score
+changes look most like the concept's own labels. :func:`concept_steering` turns them into a
 :class:`~seqsae_lib.steering.latent_steering.Steering`: a positive strength steers towards the concept, a negative one
 away from it ("fewer horror films" pushes the horror latents down).
 """
@@ -33,7 +42,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from seqsae_lib.interpret import LatentCodes
+from seqsae_lib.interpret import LatentCodes, latent_item_effects
 from seqsae_lib.sae import ActivationStore
 from seqsae_lib.sae import SparseAutoencoder
 from seqsae_lib.steering.concepts import Concept, check_concept
@@ -119,6 +128,8 @@ def select_latents(
     n_states: int = 256,
     refine: int | None = None,
     seed: int = 0,
+    screen: np.ndarray | None = None,
+    order: Literal["single", "greedy"] = "single",
 ) -> pd.DataFrame:
     """The ``n`` latents to steer with towards ``concept``, by the documented rule.
 
@@ -152,13 +163,25 @@ def select_latents(
     refine : int, optional
         Inner points: how many screened candidates are measured by exact finite differences (default
         ``max(4 n, 32)``).
+    screen : ndarray of shape (d_sae, num_items), optional
+        Inner points: the linearised item effects of every latent,
+        ``latent_item_effects(model, sae, range(sae.d_sae), method="linearised", sequences=..., alpha=...,
+        n_states=..., seed=...)[0]``. They do not depend on the concept: compute them once to select
+        latents for many concepts (the screen then costs nothing; only the ``refine`` candidates are
+        measured).
+    order : {"single", "greedy"}, default "single"
+        ``"single"``: the ``n`` candidates with the highest specificity each. ``"greedy"``: the combination
+        built one latent at a time (module docstring); at inner points it is built from the linearised
+        effects (``screen``), without finite-difference refinement.
 
     Returns
     -------
     pandas.DataFrame
         :data:`SELECTION_COLUMNS`, best first (at most ``n`` rows; empty, with a warning, when no latent
         passes the filters). ``n_candidates`` (the same in every row) is how many latents passed the
-        read-side filter.
+        read-side filter. With ``order="greedy"`` the rows are in the order the latents were added, ``score``
+        is the specificity of the sum of the latents up to that row (it increases down the table), and
+        ``promotion`` / ``specificity`` are each latent's own.
 
     Raises
     ------
@@ -169,6 +192,8 @@ def select_latents(
     capture_point = check_sae_fits(model, sae, capture_point)
     check_concept(concept, model.num_items)
     n = check_int("n", n, minimum=1)
+    if order not in ("single", "greedy"):
+        raise ValueError(f"order must be 'single' or 'greedy', got {order!r}")
     if (codes is None) != (store is None):
         raise ValueError("pass both codes and store (for the lift filter) or neither")
     m = sae.d_sae
@@ -185,22 +210,42 @@ def select_latents(
         lift = pd.DataFrame({"share": np.nan, "lift": np.nan, "n_fires": -1}, index=pd.RangeIndex(m, name="latent"))
         candidate = np.ones(m, dtype=bool)
     cand_ids = np.flatnonzero(candidate)
+    if screen is not None and np.shape(screen) != (m, int(model.num_items)):
+        raise ValueError(f"screen must have shape (d_sae, num_items) = ({m}, {int(model.num_items)}), "
+                         f"got {np.shape(screen)}")
     if len(cand_ids) == 0:
         warnings.warn(
             f"no latent fires >= {min_fires} times with lift >= {min_lift} for concept {concept.name!r}; "
             "lower min_lift / min_fires", stacklevel=2,
         )
         frame = pd.DataFrame(columns=list(SELECTION_COLUMNS))
+    elif order == "greedy":
+        if capture_point == "final":
+            effects, how = latent_item_effects(model, sae, cand_ids, capture_point=capture_point)
+        elif screen is not None:
+            effects, how = np.asarray(screen)[cand_ids], "linearised"
+        else:
+            effects, how = latent_item_effects(model, sae, cand_ids, capture_point=capture_point, sequences=sequences,
+                                               method="linearised", alpha=alpha, n_states=n_states, seed=seed)
+        prom = latent_promotion(concept, sae, model, capture_point=capture_point, latents=cand_ids, effects=effects,
+                                method=how)  # type: ignore[arg-type]
+        picked, scores = _greedy(effects, concept.contrast()[1:], int(n))
+        frame = prom.iloc[picked].join(lift, how="left")
+        frame["score"] = scores
+        frame["n_candidates"] = len(cand_ids)
+        frame = frame.reset_index()[list(SELECTION_COLUMNS)]
+        frame["latent"] = frame["latent"].astype(np.int64)
     else:
         if capture_point == "final":
             prom = latent_promotion(concept, sae, model, capture_point=capture_point, latents=cand_ids)
         else:
             k = int(refine) if refine is not None else max(4 * int(n), 32)
-            screen = latent_promotion(
+            screened = latent_promotion(
                 concept, sae, model, capture_point=capture_point, latents=cand_ids, sequences=sequences,
                 method="linearised", alpha=alpha, n_states=n_states, seed=seed,
+                effects=None if screen is None else np.asarray(screen)[cand_ids],
             )
-            best = screen.sort_values("specificity", ascending=False, kind="stable").index[:k].to_numpy()
+            best = screened.sort_values("specificity", ascending=False, kind="stable").index[:k].to_numpy()
             prom = latent_promotion(
                 concept, sae, model, capture_point=capture_point, latents=best, sequences=sequences,
                 method="finite-difference", alpha=alpha, n_states=n_states, seed=seed,
@@ -212,6 +257,28 @@ def select_latents(
         frame = frame.reset_index()[list(SELECTION_COLUMNS)]
         frame["latent"] = frame["latent"].astype(np.int64)
     return frame
+
+
+def _greedy(effects: np.ndarray, contrast: np.ndarray, n: int) -> tuple[list[int], list[float]]:
+    """Rows of ``effects`` whose sum is most specific for ``contrast``, added one at a time (at most ``n``)."""
+    total = np.zeros(effects.shape[1])
+    picked: list[int] = []
+    scores: list[float] = []
+    best = -np.inf
+    for _ in range(min(n, len(effects))):
+        trial = total[None, :] + effects
+        spread = trial.std(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spec = np.where(spread > 0, (trial @ contrast) / spread, -np.inf)
+        spec[picked] = -np.inf
+        j = int(np.argmax(spec))
+        if not spec[j] > best:
+            break
+        best = float(spec[j])
+        picked.append(j)
+        scores.append(best)
+        total = total + effects[j]
+    return picked, scores
 
 
 def concept_steering(

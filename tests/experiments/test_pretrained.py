@@ -140,6 +140,42 @@ def test_recipe_registry_picks_each_data_sets_recipe():
         sasrec_recipe("synthetic")
 
 
+@pytest.mark.parametrize("name", ["sae_ml100k_block_0", "sae_ml100k_block_1", "sae_ml100k_embed"])
+def test_shipped_inner_saes_reproduce_their_figures_and_provenance(recipe_split, name):
+    """The SAEs at inner capture points: the final recipe's settings elsewhere, shipped within the issue's targets."""
+    from dataclasses import replace
+
+    from seqsae_lib.experiments.pretrained import (
+        SAE_ML100K_FINAL, SAE_RECIPES_BY_NAME, load_pretrained_sae, sae_recipe, training_activations,
+    )
+
+    recipe = SAE_RECIPES_BY_NAME[name]
+    assert (recipe.sae, recipe.train, recipe.sasrec) == (SAE_ML100K_FINAL.sae, SAE_ML100K_FINAL.train, SASREC_ML100K.name)
+    assert sae_recipe("ml-100k", recipe.capture_point) is recipe
+    sae = load_pretrained_sae(recipe_split.fingerprint, recipe)
+    meta = sae.metadata["metadata"]
+    assert sae.capture_point == recipe.capture_point == meta["capture_point"]
+    assert meta["command"] == f"python scripts/train_sae.py --recipe {name} --save --threads 1"
+    model, _ = load_pretrained_sasrec(recipe_split.fingerprint)
+    recon = sl.evaluate_reconstruction(sae, training_activations(model, recipe_split, recipe.capture_point).acts)
+    assert abs(recon["fvu"] - meta["reconstruction"]["fvu"]) <= 1e-3
+    assert recon["fvu"] <= 0.10 and recon["dead_fraction"] <= 0.02
+    assert meta["fidelity_test"]["SAE (no error term)"]["fraction of original NDCG@10"] >= 0.95
+    with pytest.raises(sl.sae.SAEMetadataMismatchError, match="capture_point"):
+        load_pretrained_sae(recipe_split.fingerprint, replace(recipe, capture_point="final"))
+
+
+def test_sae_recipe_by_capture_point():
+    from seqsae_lib.experiments.pretrained import SAE_ML100K_BLOCK_0, SAE_ML100K_FINAL, sae_recipe
+
+    assert sae_recipe("ml-100k") is sae_recipe("ml-100k", "final") is SAE_ML100K_FINAL
+    assert sae_recipe("ml-100k", "block_0") is SAE_ML100K_BLOCK_0
+    moved = sae_recipe("ml-1m-u2999", "block_0")  # no recipe of its own: the data set's, moved and renamed
+    assert (moved.capture_point, moved.name, moved.sasrec) == ("block_0", "sae_ml1m_u2999_block_0", "sasrec_ml1m_u2999")
+    with pytest.raises(TypeError, match="capture_point must be a str"):
+        sae_recipe("ml-100k", 0)
+
+
 def test_shipped_ml1m_u2999_pair_reaches_its_recorded_quality(ml1m_u2999):
     """MovieLens-1M users 1-2,999: the shipped SASRec and SAE re-measure as recorded and meet the issue's targets."""
     from seqsae_lib.experiments.pretrained import (

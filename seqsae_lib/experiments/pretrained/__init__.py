@@ -20,7 +20,7 @@ from seqsae_lib.model import load_checkpoint
 from seqsae_lib.model import SASRec
 from seqsae_lib.model import History, TrainConfig, train_sasrec
 
-__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "SAE_ML1M_U2999_FINAL", "SAE_RECIPES", "sae_recipe", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
+__all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "SAE_ML100K_BLOCK_0", "SAE_ML100K_BLOCK_1", "SAE_ML100K_EMBED", "SAE_ML1M_U2999_FINAL", "SAE_RECIPES", "SAE_RECIPES_BY_NAME", "sae_recipe", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
            "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
@@ -203,27 +203,60 @@ SAE_ML1M_U2999_FINAL = SAERecipe(
 """The SAE recipe for "ml-1m-u2999" (MovieLens-1M, users 1-2,999): the ML-100k recipe; with about five times as
 many stored states, 2 epochs see as many vectors as the ML-100k SAE's 10."""
 
+SAE_ML100K_BLOCK_0 = replace(SAE_ML100K_FINAL, name="sae_ml100k_block_0", capture_point="block_0")
+"""The ML-100k SAE recipe at the output of the first transformer block (``"block_0"``): the settings of
+:data:`SAE_ML100K_FINAL` at another capture point. Steering there is not a fixed per-item bonus (the second
+block and the final LayerNorm react to the edit; chapter 5)."""
+
+SAE_ML100K_BLOCK_1 = replace(SAE_ML100K_FINAL, name="sae_ml100k_block_1", capture_point="block_1")
+"""The ML-100k SAE recipe at the output of the second (last) block, before the final LayerNorm."""
+
+SAE_ML100K_EMBED = replace(SAE_ML100K_FINAL, name="sae_ml100k_embed", capture_point="embed")
+"""The ML-100k SAE recipe at the input embeddings (item plus position embedding)."""
+
 SAE_RECIPES: dict[str, SAERecipe] = {"ml-100k": SAE_ML100K_FINAL, "ml-1m-u2999": SAE_ML1M_U2999_FINAL}
-"""The shipped SAE recipe of each data set that has one, by data-set name."""
+"""The shipped SAE recipe of each data set that has one, by data-set name (the one at ``"final"``)."""
+
+SAE_RECIPES_BY_NAME: dict[str, SAERecipe] = {
+    recipe.name: recipe
+    for recipe in (SAE_ML100K_FINAL, SAE_ML100K_BLOCK_0, SAE_ML100K_BLOCK_1, SAE_ML100K_EMBED, SAE_ML1M_U2999_FINAL)
+}
+"""Every SAE recipe by its checkpoint name (what ``scripts/train_sae.py --recipe`` picks). Which of them are
+shipped is what :data:`PRETRAINED_DIR` holds; ``sae_recipe(dataset, capture_point)`` finds one by place."""
 
 
-def sae_recipe(dataset: str) -> SAERecipe:
-    """The SAE recipe shipped for ``dataset`` (a key of :data:`SAE_RECIPES`).
+def sae_recipe(dataset: str, capture_point: str | None = None) -> SAERecipe:
+    """The SAE recipe for ``dataset`` (a key of :data:`SAE_RECIPES`), at ``capture_point`` if given.
 
-    Introduced in chapter 3. A known data set without one gets the ML-100k recipe under its own name, as
-    :func:`sasrec_recipe` does.
+    Introduced in chapter 3. Without ``capture_point``: the data set's shipped recipe (at ``"final"``).
+    With one: the recipe of :data:`SAE_RECIPES_BY_NAME` for that data set and capture point (e.g.
+    ``sae_recipe("ml-100k", "block_0") is SAE_ML100K_BLOCK_0``), else the data set's recipe moved to that
+    capture point under the name ``sae_<data set>_<capture point>`` (nothing shipped for it). A known data set
+    without a recipe gets the ML-100k recipe under its own name, as :func:`sasrec_recipe` does.
 
     Raises
     ------
     KeyError
         Not a data set the library knows; the message lists those that have a recipe.
+    TypeError
+        ``capture_point`` not a string.
     """
     if dataset in SAE_RECIPES:
-        return SAE_RECIPES[dataset]
-    if dataset in DATASETS:  # a known data set without a chosen recipe: ML-100k's settings, nothing shipped
-        return replace(SAE_ML100K_FINAL, name=f"sae_{dataset.replace('-', '')}_final",
+        base = SAE_RECIPES[dataset]
+    elif dataset in DATASETS:  # a known data set without a chosen recipe: ML-100k's settings, nothing shipped
+        base = replace(SAE_ML100K_FINAL, name=f"sae_{dataset.replace('-', '')}_final",
                        sasrec=sasrec_recipe(dataset).name)
-    raise KeyError(f"no SAE recipe for data set {dataset!r}; recipes exist for {sorted(SAE_RECIPES)}")
+    else:
+        raise KeyError(f"no SAE recipe for data set {dataset!r}; recipes exist for {sorted(SAE_RECIPES)}")
+    if capture_point is None or capture_point == base.capture_point:
+        return base
+    if not isinstance(capture_point, str):
+        raise TypeError(f"capture_point must be a str such as 'block_0', got {type(capture_point).__name__}")
+    for recipe in SAE_RECIPES_BY_NAME.values():
+        if recipe.sasrec == base.sasrec and recipe.capture_point == capture_point:
+            return recipe
+    stem = base.name[: -len("_final")] if base.name.endswith("_final") else base.name
+    return replace(base, name=f"{stem}_{capture_point}", capture_point=capture_point)
 
 
 def training_activations(model: SASRec, split: Any, capture_point: str, *, progress: bool = False) -> Any:
