@@ -52,6 +52,7 @@ from seqsae_lib.interpret import (
 
 # steering (chapter 5)
 from seqsae_lib.steering import (
+    concept_steering_table, wins_ties_losses,
     LiveSteering, Steering, SteeringCache, SteeringEvaluator, before_after_grid, bonus_rerank_baseline,
     calibrate_sliders, combine, concept_steering, evaluate_methods, evaluate_steering, get_concept,
     mean_difference_baseline, popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline,
@@ -78,7 +79,7 @@ __all__ = [
     "LiveSteering", "MostPopularScorer", "NextItemDataset", "NO_PROFILE", "RandomScorer", "SAEConfig",
     "SAETrainConfig", "SASRec", "SASREC_ML100K", "SparseAutoencoder", "Steering", "SteeringCache",
     "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
-    "auc_ceiling", "before_after_grid", "bonus_rerank_baseline", "bootstrap_median_ci", "build_atlas",
+    "auc_ceiling", "before_after_grid", "concept_steering_table", "wins_ties_losses", "bonus_rerank_baseline", "bootstrap_median_ci", "build_atlas",
     "by_fire_bin", "calibrate_sliders", "collect_activations", "combine", "compare_to_controls",
     "compare_unit_types", "concept_coverage", "concept_steering", "counterfactual_check", "density_histogram",
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
