@@ -41,7 +41,7 @@ Edits apply in order; every code edit sees the result of the previous ones on th
 into one vector and applied after the code edits.
 
 Only where the latent fires (``active_only=True``)
--------------------------------------------------
+--------------------------------------------------
 A ``"set"``, ``"shift_z"``, ``"scale"`` or ``"ablate"`` edit with ``active_only=True`` changes a state only
 if the latent fires in that state's own (unedited) code, ``z[latent] > 0``; elsewhere the latent stays
 off. Such an edit depends on each user's state by construction: users whose latent is silent are not
