@@ -134,7 +134,18 @@ def auc_ceiling(unit_acts: UnitActs, labels: Any, mask: Any = None) -> np.ndarra
     return torch.where(degenerate, torch.full_like(ceiling, 0.5), ceiling).numpy()
 
 
-def _top_entries(cols: ColumnEntries, n_keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def check_top(top_n: Any, min_fires: Any) -> tuple[int, int]:
+    """Validate the fair measures' ``top_n`` (>= 1) and ``min_fires`` (>= ``top_n``, so that every scored unit
+    is judged on exactly ``top_n`` firing positions); shared by this module and :mod:`.coverage`."""
+    top_n = check_int("top_n", top_n, minimum=1)
+    min_fires = check_int("min_fires", min_fires, minimum=1)
+    if min_fires < top_n:
+        raise ValueError(f"min_fires must be >= top_n ({top_n}), so that every scored unit has top_n firing "
+                         f"positions; got {min_fires}")
+    return top_n, min_fires
+
+
+def top_entries(cols: ColumnEntries, n_keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(unit, row, value) of each unit's ``n_keep[u]`` highest entries, sorted by (unit, -value, row).
 
     ``cols`` holds firing entries only (sorted by (unit, value)). Only entries at or above each unit's
@@ -172,7 +183,7 @@ def truncate_to_top(unit_acts: UnitActs, n_keep: int) -> LatentCodes:
     """
     n_keep = check_int("n_keep", n_keep, minimum=1)
     fired = _fired(unit_acts)
-    unit, row, val = _top_entries(fired, torch.full((fired.m,), n_keep, dtype=torch.int64))
+    unit, row, val = top_entries(fired, torch.full((fired.m,), n_keep, dtype=torch.int64))
     order = torch.from_numpy(np.lexsort((unit.numpy(), row.numpy())))
     row, unit, val = row[order], unit[order], val[order]
     indptr = torch.zeros(fired.n + 1, dtype=torch.int64)
@@ -251,11 +262,7 @@ def top_firing_concentration(
     names = [f"l{c}" for c in range(n_labels)] if label_names is None else [str(c) for c in label_names]
     if len(names) != n_labels:
         raise ValueError(f"label_names has {len(names)} names for {n_labels} label columns")
-    top_n = check_int("top_n", top_n, minimum=1)
-    min_fires = check_int("min_fires", min_fires)
-    if min_fires < top_n:
-        raise ValueError(f"min_fires must be >= top_n ({top_n}), so that every scored unit has top_n firing "
-                         f"positions; got {min_fires}")
+    top_n, min_fires = check_top(top_n, min_fires)
     n_null = check_int("n_null", n_null, minimum=2)
     seed = check_int("seed", seed)
     row_sum = y.sum(1)
@@ -271,7 +278,7 @@ def top_firing_concentration(
     lab = fired.select_rows(labelled)
     fires_lab = lab.counts
     eligible = fires_lab >= min_fires
-    unit, row, _ = _top_entries(lab, torch.where(eligible, top_n, 0))
+    unit, row, _ = top_entries(lab, torch.where(eligible, top_n, 0))
     top = torch.zeros(lab.m, n_labels, dtype=torch.float64)
     top.index_add_(0, unit, torch.from_numpy(y_lab)[row])
     top = (top / top_n).numpy()

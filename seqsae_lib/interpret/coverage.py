@@ -37,6 +37,7 @@ from torch import Tensor
 
 from seqsae_lib.interpret.auc import auc_matrix, check_labels
 from seqsae_lib.interpret.codes import UnitActs, column_entries, dense_matrix, n_rows
+from seqsae_lib.interpret.concentration import check_top, top_entries
 from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = ["concept_coverage", "output_concentration", "subset_coverage"]
@@ -49,17 +50,6 @@ def _names(label_names: Sequence[str], n_labels: int) -> list[str]:
     if len(names) != n_labels:
         raise ValueError(f"label_names has {len(names)} names but the labels have {n_labels} columns")
     return names
-
-
-def _check_top(top_n: Any, min_fires: Any) -> tuple[int, int]:
-    top_n = check_int("top_n", top_n, minimum=1)
-    min_fires = check_int("min_fires", min_fires, minimum=1)
-    if min_fires < top_n:
-        raise ValueError(
-            f"min_fires must be >= top_n (so that every eligible unit is judged on exactly top_n positions), "
-            f"got min_fires={min_fires}, top_n={top_n}"
-        )
-    return top_n, min_fires
 
 
 def _unit_purities(
@@ -87,21 +77,9 @@ def _unit_purities(
     eligible = fires >= min_fires
     purity = np.full((m, y.shape[1]), np.nan)
     if cols.nnz:
-        # entries are sorted by value within a unit: its top_n form a tail, plus the ties of the boundary value
-        k = cols.counts.clamp_max(top_n)
-        boundary = cols.val[(cols.ptr[1:] - k).clamp(0, max(cols.nnz - 1, 0))]
-        cand = cols.val >= boundary[cols.unit]
-        unit = cols.unit[cand].numpy()
-        row = cols.row[cand].numpy()
-        order = np.lexsort((row, -cols.val[cand].numpy().astype(np.float64), unit))
-        unit, row = unit[order], row[order]
-        first = np.searchsorted(unit, np.arange(m))
-        rank = np.arange(len(unit)) - first[unit]
-        take = rank < top_n
-        unit_t = torch.from_numpy(unit[take])
-        counts = torch.zeros(m, y.shape[1], dtype=torch.float64).index_add_(0, unit_t, y[torch.from_numpy(row[take])])
-        shares = (counts / k.clamp_min(1).to(torch.float64)[:, None]).numpy()
-        purity[eligible] = shares[eligible]
+        unit, row, _ = top_entries(cols, torch.where(torch.from_numpy(eligible), top_n, 0))
+        counts = torch.zeros(m, y.shape[1], dtype=torch.float64).index_add_(0, unit, y[row].to(torch.float64))
+        purity[eligible] = (counts / top_n).numpy()[eligible]
     return purity, fires, eligible, y, labelled
 
 
@@ -153,7 +131,7 @@ def concept_coverage(
         Labels of the wrong shape or not 0/1, no labelled position, names that do not match the columns,
         ``min_fires < top_n``, or ``threshold`` outside (0, 1].
     """
-    top_n, min_fires = _check_top(top_n, min_fires)
+    top_n, min_fires = check_top(top_n, min_fires)
     threshold = check_float("threshold", threshold, 0.0, 1.0, exclusive_minimum=True)
     purity, fires, eligible, y, labelled = _unit_purities(unit_acts, labels, top_n, min_fires)
     names = _names(label_names, y.shape[1])
@@ -218,7 +196,7 @@ def subset_coverage(
     TypeError, ValueError
         As :func:`concept_coverage`, or ``subset_size`` outside ``1..m``.
     """
-    top_n, min_fires = _check_top(top_n, min_fires)
+    top_n, min_fires = check_top(top_n, min_fires)
     threshold = check_float("threshold", threshold, 0.0, 1.0, exclusive_minimum=True)
     n_subsets = check_int("n_subsets", n_subsets, minimum=1)
     purity, _, eligible, y, _ = _unit_purities(unit_acts, labels, top_n, min_fires)
