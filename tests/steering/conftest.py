@@ -34,3 +34,14 @@ def concept_direction():
         return d / d.norm()
 
     return direction
+
+
+@pytest.fixture(scope="module")
+def final_sae(tiny_split, model):
+    """A 32-latent TopK (k=4) SAE trained for 2 epochs on the tiny SASRec's final states (the live-steering tests)."""
+    import seqsae_lib as sl
+
+    store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
+    sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
+                          sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
+    return sae.eval()

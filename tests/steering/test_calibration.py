@@ -12,11 +12,8 @@ K = 5
 
 
 @pytest.fixture(scope="module")
-def live(tiny_seq, tiny_split, model):
-    store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
-    sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
-                          sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
-    sae.eval()
+def live(tiny_seq, tiny_split, model, final_sae):
+    sae = final_sae
     topics = tiny_seq.genre_names[:2]
     latents = {t: sl.select_latents(sl.steering.get_concept(tiny_seq, t), sae, model, n=3) for t in topics}
     return sl.LiveSteering(model, sae, tiny_seq, tiny_split.test_inputs, latents, k=K)

@@ -10,11 +10,8 @@ import seqsae_lib as sl
 
 
 @pytest.fixture(scope="module")
-def live(tiny_seq, tiny_split, model):
-    store = sl.collect_activations(model, tiny_split.train, "final", progress=False)
-    sae, _ = sl.train_sae(store, sl.SAEConfig(d_in=store.d_model, d_sae=32, k=4, seed=0),
-                          sl.SAETrainConfig(num_epochs=2, batch_size=128, progress=False, num_threads=1))
-    sae.eval()
+def live(tiny_seq, tiny_split, model, final_sae):
+    sae = final_sae
     topic = tiny_seq.genre_names[0]
     assert sae.capture_point == "final"  # recorded by train_sae from the store: no capture point to pass below
     latents = sl.select_latents(sl.steering.get_concept(tiny_seq, topic), sae, model, n=3)
