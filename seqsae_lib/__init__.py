@@ -69,7 +69,7 @@ from seqsae_lib.viz import (
 
 # shipped recipes and experiments
 from seqsae_lib.experiments import (
-    SASREC_ML100K, Condition, load_conditions, load_pretrained_sae, load_pretrained_sasrec,
+    SASREC_ML100K, Condition, load_concept_table, load_conditions, load_pretrained_sae, load_pretrained_sasrec,
     planted_topic_experiment, pretrained_stem, run_condition, sae_recipe, sasrec_recipe, shipped_pipeline,
     train_from_recipe, training_activations,
 )
@@ -86,7 +86,7 @@ __all__ = [
     "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
     "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
     "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
-    "leave_one_out", "left_pad", "load_conditions", "load_movielens", "load_pretrained_sae",
+    "leave_one_out", "left_pad", "load_concept_table", "load_conditions", "load_movielens", "load_pretrained_sae",
     "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
     "monosemanticity_scores", "output_concentration", "paired_comparison", "planted_topic_experiment",
     "plot_auc_ceiling", "plot_concept_coverage", "plot_density_histogram", "plot_explanation", "plot_feature_card",

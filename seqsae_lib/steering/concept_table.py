@@ -351,22 +351,30 @@ def wins_ties_losses(table: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     table : DataFrame
-        From :func:`concept_steering_table`.
+        From :func:`concept_steering_table`, or the same table read back from CSV (the baselines and budgets
+        are read from its ``"vs <baseline> @<cost>"`` columns).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``(baseline, cost)``; columns ``wins``, ``ties``, ``losses`` (counts of concepts; each row
-        sums to the number of concepts).
+        Indexed by ``(baseline, cost)`` in the table's column order; columns ``wins``, ``ties``, ``losses``
+        (counts of concepts; each row sums to the number of concepts).
+
+    Raises
+    ------
+    TypeError
+        ``table`` is not a DataFrame with at least one ``"vs <baseline> @<cost>"`` column.
     """
-    if not isinstance(table, pd.DataFrame) or "costs" not in table.attrs:
-        raise TypeError("table must be a DataFrame from concept_steering_table")
+    columns = [c for c in table.columns if isinstance(c, str) and c.startswith("vs ") and " @" in c] \
+        if isinstance(table, pd.DataFrame) else []
+    if not columns:
+        raise TypeError("table must be a DataFrame from concept_steering_table (no 'vs <baseline> @<cost>' columns)")
     rows = {}
-    for baseline in table.attrs.get("baselines", BASELINES):
-        for cost in table.attrs["costs"]:
-            v = table[f"vs {baseline} @{cost:g}"]
-            rows[(baseline, cost)] = {"wins": int((v == "win").sum()), "ties": int((v == "tie").sum()),
-                                      "losses": int((v == "loss").sum())}
+    for column in columns:
+        baseline, cost = column.removeprefix("vs ").rsplit(" @", 1)
+        v = table[column]
+        rows[(baseline, float(cost))] = {"wins": int((v == "win").sum()), "ties": int((v == "tie").sum()),
+                                         "losses": int((v == "loss").sum())}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index = pd.MultiIndex.from_tuples(out.index, names=["baseline", "cost"])
     return out
