@@ -364,22 +364,47 @@ class LiveSteering:
         return explanation
 
 
-def before_after_grid(live: LiveSteering, user: int, concept: str, strengths: Sequence[float]) -> pd.DataFrame:
+def before_after_grid(live: LiveSteering, user: int, concept: str, strengths: Sequence[float], *,
+                      calibration: Any = None) -> pd.DataFrame:
     """The user's top-k for each strength of one concept slider: a static stand-in for the widget.
 
     Introduced in chapter 5.
 
+    Parameters
+    ----------
+    live : LiveSteering
+    user : int
+        Internal user index.
+    concept : str
+        A concept slider of ``live`` (or, with ``calibration``, a calibrated concept).
+    strengths : sequence of float
+        Without ``calibration``: strengths of the slider (state units). With it: slider positions in
+        ``[-1, 1]`` (``-1`` the left end, ``+1`` the right end), turned into strengths by
+        ``calibration.strengths`` (a calibrated slider may re-rank by the label instead; the column then
+        shows that).
+    calibration : SliderCalibration, optional
+        From :func:`~seqsae_lib.steering.calibration.calibrate_sliders` on the same ``live``.
+
     Returns
     -------
     pandas.DataFrame
-        Rows are ranks 1..k, one column per strength (``"strength +2.0"``); cells are titles, marked
-        ``"● "`` when the item has the concept and ``"+ "`` when it is new relative to strength 0. Two
-        footer rows: the concept share and the Jaccard overlap with the unsteered list.
+        Rows are ranks 1..k, one column per strength (``"strength +2.0"``) or slider position (``"slider +1.0"``);
+        cells are titles, marked ``"● "`` when the item has the concept and ``"+ "`` when it is new relative to
+        the unsteered list. Two footer rows: the concept share and the Jaccard overlap with the unsteered list.
+
+    Raises
+    ------
+    KeyError, ValueError
+        An unknown concept or slider, or a strength/position out of range (from
+        :meth:`LiveSteering.recommend` and ``calibration.strengths``).
     """
     columns, footer_share, footer_jaccard = {}, {}, {}
     for s in strengths:
-        rec = live.recommend(user, {concept: float(s)})
-        name = f"strength {s:+.1f}"
+        if calibration is None:
+            name, setting = f"strength {float(s):+.1f}", {concept: float(s)}
+        else:
+            name, setting = f"slider {float(s):+.1f}", calibration.strengths({concept: s})
+        rec = live.recommend(user, setting)
         marks = np.where(rec.table[concept] > 0, "● ", "") if concept in rec.table else ""
         new = np.where(rec.table["new"], "+ ", "")
         columns[name] = [f"{n}{m}{t}" for n, m, t in zip(new, marks, rec.table["title"])]

@@ -219,3 +219,17 @@ def test_calibrated_widget(live, calibration):
     slider.value = 1.0
     assert widget.last.strengths == calibration.strengths({name: 1.0})
     assert f"here {calibration[name].high:.0%}" in widget.meanings[name].value
+
+
+def test_before_after_grid_at_calibrated_slider_positions(live, calibration):
+    concept = next(iter(calibration))
+    grid = sl.before_after_grid(live, 0, concept, [-1.0, 0.0, 1.0], calibration=calibration)
+    assert list(grid.columns) == ["slider -1.0", "slider +0.0", "slider +1.0"]
+    assert not grid["slider +0.0"].iloc[:K].str.startswith("+ ").any()
+    assert grid.loc["overlap (Jaccard)", "slider +0.0"] == "1.00"
+    # the right end's column is the list the widget shows with that slider at its right end
+    right = live.recommend(0, calibration.strengths({concept: 1.0}))
+    assert [t.removeprefix("+ ").removeprefix("● ") for t in grid["slider +1.0"].iloc[:K]] == list(right.table["title"])
+    assert grid.loc[f"{concept} share", "slider +1.0"] == f"{right.shares.loc[concept, 'after']:.0%}"
+    with pytest.raises(ValueError):
+        sl.before_after_grid(live, 0, concept, [2.0], calibration=calibration)
