@@ -58,6 +58,7 @@ from seqsae_lib.steering import (
     mean_difference_baseline, popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline,
     sae_method, score_changes, select_latents, share_at_equal_cost, showcase_concepts, showcase_user, slider_ends,
     steer, steered_scores, steering_methods, user_dependence,
+    compare_unlabelled, unlabelled_latents, unlabelled_steering,
 )
 
 # figures
@@ -81,7 +82,8 @@ __all__ = [
     "SteeringEvaluator", "TrainConfig", "TransformerBlock", "UnknownCapturePointError", "atom_recovery",
     "auc_ceiling", "before_after_grid", "concept_steering_table", "wins_ties_losses", "bonus_rerank_baseline", "bootstrap_median_ci", "build_atlas",
     "by_fire_bin", "calibrate_sliders", "collect_activations", "combine", "compare_to_controls",
-    "compare_unit_types", "concept_coverage", "concept_steering", "counterfactual_check", "density_histogram",
+    "compare_unit_types", "compare_unlabelled", "concept_coverage", "concept_steering", "counterfactual_check",
+    "density_histogram",
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
     "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
     "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
@@ -98,7 +100,8 @@ __all__ = [
     "score_unit_types", "select_latents", "sequence_loss", "set_seed", "set_threads", "share_at_equal_cost",
     "shipped_pipeline", "showcase_concepts", "showcase_user", "slider_ends", "sparse_dictionary_data", "splice",
     "steer", "steered_scores", "steering_methods", "subset_coverage", "train_from_recipe", "train_sae",
-    "train_sae_grid", "train_sasrec", "training_activations", "untrained_sae_units", "user_dependence",
+    "train_sae_grid", "train_sasrec", "training_activations", "unlabelled_latents", "unlabelled_steering",
+    "untrained_sae_units", "user_dependence",
     "verdict_sentence", "weighted_summary", "widgets",
 ]
 

@@ -41,8 +41,8 @@ from seqsae_lib.interpret.profiles import (
 from seqsae_lib.interpret.stats import feature_stats, latent_activations
 from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, js_divergence, monosemanticity_scores
 from seqsae_lib.interpret.unit_types import (
-    bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_units, planted_recovery, random_rotation_units,
-    sae_units, score_unit_types, untrained_sae_units,
+    bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_directions, pca_units, planted_recovery,
+    random_directions, random_rotation_units, sae_units, score_unit_types, untrained_sae_units,
 )
 
 __all__ = [
@@ -54,8 +54,8 @@ __all__ = [
     "explain_final", "explain_inner", "explain_top_k", "explanations_table", "fair_unit_scores", "feature_stats",
     "fire_counts", "frequency_matched_scores", "genre_labels", "genre_matrices", "genre_profile", "hidden_dim_units",
     "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "output_concentration",
-    "paired_comparison", "pca_units", "planted_recovery", "popularity_profile", "promoted_items",
-    "random_rotation_units", "rank_agreement", "rank_item_effects", "sae_units", "score_unit_types",
+    "paired_comparison", "pca_directions", "pca_units", "planted_recovery", "popularity_profile", "promoted_items",
+    "random_directions", "random_rotation_units", "rank_agreement", "rank_item_effects", "sae_units", "score_unit_types",
     "subset_coverage", "top_contexts", "top_firing_concentration", "truncate_to_top", "untrained_sae_units",
     "user_profile", "verdict_sentence", "weighted_summary",
 ]

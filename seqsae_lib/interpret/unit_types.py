@@ -36,8 +36,10 @@ __all__ = [
     "bootstrap_median_ci",
     "compare_unit_types",
     "hidden_dim_units",
+    "pca_directions",
     "pca_units",
     "planted_recovery",
+    "random_directions",
     "random_rotation_units",
     "sae_units",
     "score_unit_types",
@@ -105,14 +107,44 @@ def pca_units(acts: ActivationStore | Tensor, n_components: int | None = None, *
     Tensor of shape (n, 2 c) (``(n, c)`` with ``both_signs=False``), float32
     """
     x = _centred(acts)
+    comps = _principal_axes(x, n_components)
+    return _both_signs((x @ comps).float(), both_signs)
+
+
+def _principal_axes(x: Tensor, n_components: int | None) -> Tensor:
+    """``(d, c)`` float64 principal axes of centred ``x`` (columns by explained variance, largest loading > 0)."""
     d = x.shape[1]
     c = d if n_components is None else check_int("n_components", n_components, minimum=1, maximum=d)
     cov = x.T @ x / max(len(x) - 1, 1)
     evals, evecs = torch.linalg.eigh(cov)
     comps = evecs[:, torch.argsort(evals, descending=True)[:c]]
     signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
-    comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)
-    return _both_signs((x @ comps).float(), both_signs)
+    return comps * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def pca_directions(acts: ActivationStore | Tensor, n_components: int | None = None) -> Tensor:
+    """The principal directions of the (centred) activations themselves, one per row.
+
+    Introduced in chapter 4 (the axes of :func:`pca_units`); chapter 5 steers along them.
+
+    Parameters
+    ----------
+    acts : ActivationStore or Tensor of shape (n, d)
+    n_components : int, optional
+        How many, ``1 .. d`` (default all ``d``).
+
+    Returns
+    -------
+    Tensor of shape (c, d), float64
+        Orthonormal rows sorted by explained variance (largest first); each row's sign is fixed so that its
+        largest loading is positive, as in :func:`pca_units` (whose column ``j`` is ``relu(x_centred @ row_j)``).
+
+    Raises
+    ------
+    ValueError
+        ``n_components`` outside ``1 .. d``.
+    """
+    return _principal_axes(_centred(acts), n_components).T.contiguous()
 
 
 def random_rotation_units(acts: ActivationStore | Tensor, seed: int = 0, *, both_signs: bool = True) -> Tensor:
@@ -126,11 +158,40 @@ def random_rotation_units(acts: ActivationStore | Tensor, seed: int = 0, *, both
     Tensor of shape (n, 2 d) (``(n, d)`` with ``both_signs=False``), float32
     """
     x = _centred(acts)
-    d = x.shape[1]
-    gen = torch.Generator().manual_seed(int(seed))
+    q = random_directions(x.shape[1], seed=seed).T
+    return _both_signs((x @ q).float(), both_signs)
+
+
+def random_directions(d: int, n: int | None = None, *, seed: int = 0) -> Tensor:
+    """``n`` orthonormal random directions in R^d: rows of a uniformly (Haar) distributed rotation, seeded.
+
+    Introduced in chapter 4 (the basis of :func:`random_rotation_units`); chapter 5 steers along them.
+
+    Parameters
+    ----------
+    d : int
+        Dimension, at least 1.
+    n : int, optional
+        How many, ``1 .. d`` (default ``d``): the first ``n`` rows of the same rotation, so a smaller ``n``
+        gives a prefix of a larger one with the same seed.
+    seed : int, default 0
+
+    Returns
+    -------
+    Tensor of shape (n, d), float64
+        Orthonormal rows; :func:`random_rotation_units` with the same ``seed`` projects on exactly these.
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``d < 1`` or ``n`` outside ``1 .. d``; non-integers.
+    """
+    d = check_int("d", d, minimum=1)
+    n = d if n is None else check_int("n", n, minimum=1, maximum=d)
+    gen = torch.Generator().manual_seed(check_int("seed", seed))
     q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))[None, :]  # uniform (Haar) rotation
-    return _both_signs((x @ q).float(), both_signs)
+    return q.T[:n].contiguous()
 
 
 def untrained_sae_units(

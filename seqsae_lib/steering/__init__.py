@@ -12,6 +12,8 @@ Introduced in chapter 5.
 * :mod:`~seqsae_lib.steering.concept_table`: every concept in one table (SAE steering against the baselines
   within NDCG budgets);
 * :mod:`~seqsae_lib.steering.geometry`: whether a steering is a fixed per-item bonus or depends on the user;
+* :mod:`~seqsae_lib.steering.unlabelled`: steering along latents chosen without labels, judged on metadata
+  against principal and random directions;
 * :mod:`~seqsae_lib.steering.live`: the engine of the steering widget;
 * :mod:`~seqsae_lib.steering.calibration` / :mod:`~seqsae_lib.steering.showcase`: its sliders in a reader's
   unit (the share of an average user's top-k, with the NDCG cost), and the concepts and user the book shows.
@@ -75,6 +77,14 @@ from seqsae_lib.steering.selection import (
 )
 from seqsae_lib.steering.showcase import showcase_concepts, showcase_user, slider_ends
 from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
+from seqsae_lib.steering.unlabelled import (
+    UNLABELLED_COLUMNS,
+    UNLABELLED_SCORES,
+    UNLABELLED_TYPES,
+    compare_unlabelled,
+    unlabelled_latents,
+    unlabelled_steering,
+)
 from seqsae_lib.steering.vector_steering import StateSteering, VectorSteering
 
 __all__ = [
@@ -99,6 +109,9 @@ __all__ = [
     "SteeringDetails",
     "SteeringEvaluator",
     "TABLE_STRENGTHS",
+    "UNLABELLED_COLUMNS",
+    "UNLABELLED_SCORES",
+    "UNLABELLED_TYPES",
     "UnknownConceptError",
     "VectorSteering",
     "add_vector",
@@ -110,6 +123,7 @@ __all__ = [
     "check_concept",
     "check_sae_fits",
     "combine",
+    "compare_unlabelled",
     "concept_lift",
     "concept_steering_table",
     "concept_steering",
@@ -142,6 +156,8 @@ __all__ = [
     "steered_scores",
     "steering_methods",
     "table_concepts",
+    "unlabelled_latents",
+    "unlabelled_steering",
     "user_dependence",
     "wins_ties_losses",
     "year_range_concept",

@@ -211,6 +211,20 @@ class SteeringEvaluator:
             )
         return result, result.top_items  # type: ignore[return-value]
 
+    def recommend(self, intervention: Any) -> tuple[EvalResult, np.ndarray]:
+        """``(EvalResult, top_items)`` of one intervention on the evaluator's users, no concept needed.
+
+        Introduced in chapter 5. ``intervention`` is anything a method returns (see the module docstring;
+        ``None`` is the unsteered model). ``top_items`` is ``(n_users, k)``, seen items filtered, as in
+        :class:`SteeringDetails`; the result holds ``NDCG@k``, ``HR@k``, ``Coverage@k`` and the per-user ranks.
+
+        Raises
+        ------
+        TypeError, ValueError, UnknownCapturePointError
+            Not an intervention; a steering at an unknown capture point or of the wrong width.
+        """
+        return self._run(intervention)
+
     @property
     def reference(self) -> tuple[EvalResult, np.ndarray]:
         """``(EvalResult, top_items)`` of the unsteered model (computed once).

@@ -17,8 +17,10 @@ from seqsae_lib.interpret import (
     js_divergence,
     latent_activations,
     monosemanticity_scores,
+    pca_directions,
     pca_units,
     planted_recovery,
+    random_directions,
     random_rotation_units,
     sae_units,
     untrained_sae_units,
@@ -193,6 +195,23 @@ def test_pca_and_random_rotation_units():
     assert torch.equal(random_rotation_units(x, seed=3), r)
     with pytest.raises(ValueError, match="n_components"):
         pca_units(x, 6)
+
+
+def test_pca_and_random_directions_are_the_axes_of_the_units():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 5, generator=g) * torch.tensor([5.0, 1.0, 0.5, 3.0, 0.1])
+    centred = (x - x.double().mean(0).float()).double()
+    d = pca_directions(x, 3)
+    assert d.shape == (3, 5) and torch.allclose(d @ d.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert d[0].abs().argmax() == 0 and d[1].abs().argmax() == 3  # the largest variances, in order
+    assert torch.allclose(torch.relu(centred @ d.T).float(), pca_units(x, 3, both_signs=False), atol=1e-5)
+    r = random_directions(5, seed=3)
+    assert torch.allclose(r @ r.T, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    assert torch.equal(random_directions(5, 2, seed=3), r[:2])
+    assert torch.allclose(torch.relu(centred @ r.T).float(), random_rotation_units(x, seed=3, both_signs=False),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="n"):
+        random_directions(5, 6)
 
 
 def test_sae_and_untrained_sae_units():
