@@ -108,7 +108,11 @@ def run_condition(
     seq_data : SequenceData
         The data the store was collected on (its genres label the positions).
     num_epochs, seed, num_threads
-        SAE training (batch 1,024, lr 2e-3, as the shipped recipe).
+        SAE training (batch 1,024, lr 2e-3, as the shipped recipe), with the decoder initialised from data
+        (``SAETrainConfig.decoder_init="data"``) and the rescaled AuxK (``SAEConfig(aux_rescale=True)``), which
+        keep latents alive at small k and large dictionaries where the shipped recipe's random rows leave up to
+        three quarters dead (``bench/bench_dead_latents.py``). The untrained-SAE control is built from the same
+        ``SAEConfig`` with random rows.
     top_n, min_fires, n_boot
         Passed to the fair measures (each unit's ``top_n`` strongest firing positions; units firing fewer than
         ``min_fires`` times are not scored) and the bootstrap.
@@ -129,9 +133,10 @@ def run_condition(
     check_choice("kind", condition.kind, ("topk", "batchtopk", "relu"))
     num_epochs = check_int("num_epochs", num_epochs, minimum=1)
     start = time.perf_counter()
-    config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed)
+    config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed,
+                       aux_rescale=True)
     sae, _ = train_sae(store, config, SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
-                                                     num_threads=num_threads, progress=False))
+                                                     num_threads=num_threads, progress=False, decoder_init="data"))
     sae.eval()
     quality = evaluate_reconstruction(sae, store.acts)
     train_seconds = time.perf_counter() - start

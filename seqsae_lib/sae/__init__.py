@@ -19,7 +19,7 @@ from seqsae_lib.sae.io import (
 )
 from seqsae_lib.sae.autoencoder import SAEOutput, SparseAutoencoder
 from seqsae_lib.sae.normalization import (
-    calibrate_threshold, fold_decoder_norms, fold_normalization, init_b_dec, init_input_scale,
+    calibrate_threshold, fold_decoder_norms, fold_normalization, init_b_dec, init_decoder_from_data, init_input_scale,
     remove_gradient_parallel_to_decoder_directions, set_decoder_norm_to_unit_norm,
 )
 from seqsae_lib.sae.store import ActivationFileError, ActivationStore, activation_paths
@@ -43,8 +43,8 @@ __all__ = [
     "batchtopk_codes", "threshold_codes", "topk_codes",
     "SAEFileError", "SAEMetadataMismatchError", "check_sae_matches_model", "load_sae", "sae_paths", "save_sae",
     "SAEOutput", "SparseAutoencoder",
-    "calibrate_threshold", "fold_decoder_norms", "fold_normalization", "init_b_dec", "init_input_scale",
-    "remove_gradient_parallel_to_decoder_directions", "set_decoder_norm_to_unit_norm",
+    "calibrate_threshold", "fold_decoder_norms", "fold_normalization", "init_b_dec", "init_decoder_from_data",
+    "init_input_scale", "remove_gradient_parallel_to_decoder_directions", "set_decoder_norm_to_unit_norm",
     "ActivationFileError", "ActivationStore", "activation_paths", "collect_activations",
     "SAEHistory", "SAETrainConfig", "lr_factor", "train_sae", "train_sae_grid",
     "DensityHistogram", "cosine_similarity", "dead_fraction", "dense_fraction", "density_histogram",

@@ -339,7 +339,8 @@ class SparseAutoencoder(nn.Module):
             Latents currently dead (from the trainer's counters, :func:`~seqsae_lib.sae.config.is_dead`).
             When given, the AuxK loss asks the ``aux_k`` dead latents with the largest pre-activations to
             reconstruct the residual ``x - x_hat`` (gradient stopped on the residual), normalised by the
-            residual's variance.
+            residual's variance (with ``config.aux_rescale``, after scaling their sum by its least-squares factor
+            in [0, 1]).
 
         Returns
         -------
@@ -392,7 +393,9 @@ class SparseAutoencoder(nn.Module):
         )
 
     def _aux_loss(self, centered: Tensor, residual: Tensor, dead_mask: Tensor) -> Tensor:
-        """AuxK: the top-``aux_k`` dead latents (ReLU'd) reconstruct ``residual``; normalised MSE."""
+        """AuxK: the top-``aux_k`` dead latents (ReLU'd) reconstruct ``residual``; normalised MSE.
+
+        With ``config.aux_rescale`` the reconstruction is first scaled by its least-squares factor in [0, 1]."""
         dead = dead_mask.nonzero().squeeze(1)
         if dead.numel() == 0:
             return residual.new_zeros(())
@@ -404,6 +407,9 @@ class SparseAutoencoder(nn.Module):
             e_hat = self._decode_sparse(idx, vals, None)
         else:
             e_hat = torch.zeros(len(vals), self.d_sae, dtype=vals.dtype, device=vals.device).scatter_(-1, idx, vals) @ self.W_dec
+        if self.config.aux_rescale:  # the best factor in [0, 1]: overshooting is forgiven, undershooting is not
+            scale = ((e_hat * residual).sum() / e_hat.pow(2).sum().clamp_min(1e-12)).clamp(0.0, 1.0).detach()
+            e_hat = scale * e_hat
         variance = (residual - residual.mean(dim=0)).pow(2).sum(dim=1).mean()
         return ((e_hat - residual).pow(2).sum(dim=1).mean() / variance.clamp_min(1e-12)).nan_to_num(0.0)
 
@@ -417,6 +423,7 @@ class SparseAutoencoder(nn.Module):
     fold_normalization = normalization.fold_normalization
     fold_decoder_norms = normalization.fold_decoder_norms
     calibrate_threshold = normalization.calibrate_threshold
+    init_decoder_from_data = normalization.init_decoder_from_data
 
     # ---- persistence: seqsae_lib.sae.io (``sae.save(stem)``, ``SparseAutoencoder.load(stem)``) ---------------
 

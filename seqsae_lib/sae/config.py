@@ -64,6 +64,13 @@ class SAEConfig:
     aux_coefficient: float = 1.0 / 32.0
     """Weight of the AuxK loss (1/32 as in Gao et al. 2024); 0 disables it."""
 
+    aux_rescale: bool = False
+    """Rescale the AuxK reconstruction ``e_hat`` by the least-squares factor ``a`` in ``[0, 1]`` (one per batch,
+    no gradient through it) before comparing it with the residual ``e``. The AuxK loss is then at most that of
+    predicting zero (the residual's mean square over its variance, about 1), and a dead latent is never pushed
+    to *lower* its activations because the ``aux_k`` of them together overshoot the small residual, which is
+    what keeps them dead without it. ``False``: the plain AuxK of Gao et al. 2024. Introduced in chapter 3."""
+
     dead_after: int = DEFAULT_DEAD_AFTER
     """A latent is dead if it fires on fewer than one in ``dead_after`` vectors: in training, if it has not
     fired in the last ``dead_after`` training vectors (see :func:`is_dead`)."""
@@ -111,6 +118,8 @@ class SAEConfig:
         if self.aux_k > self.d_sae:
             raise ValueError(f"aux_k must be <= d_sae, got aux_k={self.aux_k} > d_sae={self.d_sae}")
         check_float("aux_coefficient", self.aux_coefficient, 0.0)
+        if not isinstance(self.aux_rescale, bool):
+            raise TypeError(f"aux_rescale must be a bool, got {self.aux_rescale!r}")
         check_int("dead_after", self.dead_after, 1)
         for name in ("normalize_input", "unit_norm_decoder", "sparse_decode"):
             if not isinstance(getattr(self, name), bool):

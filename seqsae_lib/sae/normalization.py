@@ -6,6 +6,8 @@ Everything here changes an SAE's weights or buffers in place, without training:
 
 * initialisation from data: :func:`init_input_scale` (the constant ``s`` that gives inputs mean squared
   norm ``d_in``) and :func:`init_b_dec` (geometric median or mean);
+* initialisation of the dictionary from data: :func:`init_decoder_from_data` (decoder rows along centred
+  training vectors, encoder the decoder's transpose);
 * decoder hygiene during training: :func:`set_decoder_norm_to_unit_norm` and
   :func:`remove_gradient_parallel_to_decoder_directions`;
 * output-preserving rewrites after training: :func:`fold_normalization` and :func:`fold_decoder_norms`;
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "init_input_scale", "init_b_dec", "set_decoder_norm_to_unit_norm", "remove_gradient_parallel_to_decoder_directions",
-    "fold_normalization", "fold_decoder_norms", "calibrate_threshold",
+    "fold_normalization", "fold_decoder_norms", "calibrate_threshold", "init_decoder_from_data",
 ]
 
 
@@ -223,3 +225,40 @@ def calibrate_threshold(sae: SparseAutoencoder, activations: Tensor, batch_size:
     value = float(np.mean(minima))
     sae.threshold.fill_(value)
     return value
+
+
+def _unit_rows(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def init_decoder_from_data(sae: SparseAutoencoder, x_sample: Tensor, generator: torch.Generator | None = None) -> int:
+    """Point the decoder rows along centred data vectors; the encoder becomes the decoder's transpose.
+
+    Introduced in chapter 3. Called by the trainer when ``SAETrainConfig.decoder_init == "data"``, after
+    :func:`init_input_scale` and :func:`init_b_dec`. Row ``i`` becomes the unit vector along
+    ``s x_j - b_dec`` for a distinct, randomly chosen sample vector ``x_j``; ``W_enc = W_dec.T`` and ``b_enc = 0``.
+    If the sample holds fewer than ``d_sae`` vectors (or some are at ``b_dec``), the remaining rows keep their
+    random directions.
+
+    Parameters
+    ----------
+    x_sample : Tensor of shape (n, d_in)
+    generator : torch.Generator, optional
+        Chooses the sample vectors (seeded by the trainer).
+
+    Returns
+    -------
+    int
+        The number of rows set from data.
+    """
+    x = check_vectors(x_sample, sae.d_in, "activations", like=sae.W_dec).reshape(-1, sae.d_in)
+    order = torch.randperm(len(x), generator=generator)[: sae.d_sae].to(x.device)
+    centred = x[order] * sae.input_scale - sae.b_dec
+    keep = centred.norm(dim=1) > 1e-6
+    rows = _unit_rows(centred[keep])
+    m = len(rows)
+    sae.W_dec[:m] = rows
+    sae.W_enc.copy_(sae.W_dec.T)
+    sae.b_enc.zero_()
+    return m

@@ -141,6 +141,8 @@ def _train(
         if sae_config.normalize_input:
             sae.init_input_scale(sample)
         sae.init_b_dec(sample, method=cfg.b_dec_init)
+        if cfg.decoder_init == "data":
+            sae.init_decoder_from_data(sample, generator=torch.Generator().manual_seed(cfg.seed + 1))
     else:
         sae.to(device)
     sae.train()

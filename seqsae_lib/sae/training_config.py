@@ -59,7 +59,17 @@ class SAETrainConfig:
     """How :meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.init_b_dec` initialises the decoder bias."""
 
     init_sample_size: int = 16384
-    """Number of (randomly chosen, seeded) vectors used to estimate the input scale and ``b_dec``."""
+    """Number of (randomly chosen, seeded) vectors used to estimate the input scale and ``b_dec`` (and to
+    draw the decoder rows with ``decoder_init="data"``)."""
+
+    decoder_init: Literal["random", "data"] = "random"
+    """How a fresh SAE's dictionary starts: ``"random"`` keeps the random unit rows of
+    :class:`~seqsae_lib.sae.autoencoder.SparseAutoencoder` (seeded by ``SAEConfig.seed``); ``"data"`` points the
+    rows along centred, normalised training vectors
+    (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.init_decoder_from_data`). In both cases the
+    encoder starts as the decoder's transpose; an SAE passed to ``train_sae(..., sae=...)`` keeps its weights.
+    ``"data"`` with ``SAEConfig.aux_rescale`` keeps TopK latents alive where random rows leave many dead
+    (``bench/bench_dead_latents.py``). Introduced in chapter 3."""
 
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with
@@ -98,6 +108,7 @@ class SAETrainConfig:
         if self.max_grad_norm is not None:
             check_float("max_grad_norm", self.max_grad_norm, 0.0, exclusive_minimum=True)
         check_choice("b_dec_init", self.b_dec_init, ("geometric_median", "mean"))
+        check_choice("decoder_init", self.decoder_init, ("random", "data"))
         if self.num_threads is not None:
             check_int("num_threads", self.num_threads, 1)
 
