@@ -69,7 +69,9 @@ class SAETrainConfig:
     (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.init_decoder_from_data`). In both cases the
     encoder starts as the decoder's transpose; an SAE passed to ``train_sae(..., sae=...)`` keeps its weights.
     ``"data"`` with ``SAEConfig.aux_rescale`` keeps TopK latents alive where random rows leave many dead
-    (``bench/bench_dead_latents.py``). Introduced in chapter 3."""
+    (``bench/bench_dead_latents.py``), but needs on the order of 100 steps before its reconstruction catches
+    up (the ``k`` latents that win on a vector at first all point close to it and add up to about ``k`` times
+    it). Introduced in chapter 3."""
 
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with

@@ -21,7 +21,7 @@ def test_one_condition_compares_the_sae_with_every_control_on_both_sides(planted
     data, split, model = planted
     store = training_activations(model, split, "final")
     summary, verdicts = run_condition(Condition("tiny", dataset="planted", d_sae=64, k=4), store, data,
-                                      num_epochs=2, num_threads=1, top_n=20, min_fires=20, n_boot=200)
+                                      num_epochs=8, num_threads=1, top_n=20, min_fires=20, n_boot=200)
     assert set(verdicts["other"]) == set(CONTROLS) and set(verdicts["side"]) == {"input", "next"}
     assert len(verdicts) == 2 * len(CONTROLS)
     # each verdict is read off its own interval, nothing else
@@ -29,7 +29,8 @@ def test_one_condition_compares_the_sae_with_every_control_on_both_sides(planted
         expected = ("higher" if row.ci_low > 0 else "lower" if row.ci_high < 0 else "no clear difference")
         assert row.verdict == expected
         assert row.ci_low <= row.diff <= row.ci_high
-    assert 0 <= summary["dead"] <= 1 and 0 <= summary["fvu"] < 1
+    # 8 epochs (104 steps): the decoder initialised from data needs ~100 steps before its FVU drops below 1
+    assert 0 <= summary["dead"] <= 0.02 and 0 <= summary["fvu"] < 1
     assert summary["l0"] == pytest.approx(4, abs=1e-6)
     assert summary["genres"] == 6  # the planted topics play the genres
     for name in ("SAE", *CONTROLS):
