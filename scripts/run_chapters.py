@@ -56,8 +56,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def replace_parameters(source: str, overrides: dict[str, str]) -> str:
     """The parameters cell's ``source`` with each named top-level assignment's value replaced.
 
-    The whole statement (a value may span lines) becomes ``NAME = value``; a comment after it on its last
-    line is kept. Raises :class:`ParameterError` for a name the cell does not assign exactly once.
+    The whole statement (a value may span lines) becomes ``NAME = value  # set by run_chapters.py (was: old)``,
+    replacing a comment after it on its last line (the cell's other lines are kept as they are). Raises
+    :class:`ParameterError` for a name the cell does not assign exactly once.
     """
     try:
         tree = ast.parse(source)
@@ -85,8 +86,9 @@ def replace_parameters(source: str, overrides: dict[str, str]) -> str:
             raise ParameterError(f"{name} is assigned in a chained assignment; cannot replace it alone")
         first, last = stmt.lineno - 1, stmt.end_lineno - 1
         head = lines[first][:stmt.col_offset]
-        tail = lines[last].encode("utf-8")[stmt.end_col_offset:].decode("utf-8")
-        lines[first:last + 1] = [f"{head}{name} = {overrides[name]}{tail}"]
+        old = " ".join(ast.get_source_segment(source, stmt.value).split())
+        newline = "\n" if lines[last].endswith("\n") else ""
+        lines[first:last + 1] = [f"{head}{name} = {overrides[name]}  # set by run_chapters.py (was: {old}){newline}"]
     new = "".join(lines)
     ast.parse(new)  # a sanity check: the replacement is still valid Python
     return new

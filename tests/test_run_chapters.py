@@ -41,11 +41,11 @@ def _notebook(tmp_path: Path, params: str = PARAMS, tagged: bool = True) -> Path
     return path
 
 
-def test_overrides_replace_values_and_keep_comments_and_other_lines(rc):
+def test_overrides_replace_values_say_the_old_one_and_keep_other_lines(rc):
     new = rc.replace_parameters(PARAMS, {"DATASET": '"ml-1m-u2999"', "THREADS": "1", "SIZES": "(64,)"})
-    assert new == ('DATASET = "ml-1m-u2999"  # or "ml-1m-u2999"\n'
-                   "THREADS = 1\n"
-                   "SIZES = (64,)   # two lines\n"
+    assert new == ('DATASET = "ml-1m-u2999"  # set by run_chapters.py (was: "ml-100k")\n'
+                   "THREADS = 1  # set by run_chapters.py (was: 2)\n"
+                   "SIZES = (64,)  # set by run_chapters.py (was: (256, 1024))\n"
                    "QUICK = dict(k=16)")
     namespace: dict = {}
     exec(new, namespace)
@@ -86,7 +86,7 @@ def test_apply_overrides_edits_only_the_tagged_cell_of_a_copy(rc, tmp_path):
     before = path.read_text()
     nb = nbformat.read(path, as_version=4)
     rc.apply_overrides(nb, {"DATASET": '"ml-1m-u2999"'})
-    assert nb.cells[1].source.startswith('DATASET = "ml-1m-u2999"')
+    assert nb.cells[1].source.startswith('DATASET = "ml-1m-u2999"  # set by run_chapters.py')
     assert nb.cells[2].source == "print(DATASET, THREADS, SIZES)"
     assert path.read_text() == before
 
