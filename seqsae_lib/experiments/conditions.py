@@ -104,7 +104,7 @@ def run_condition(
     ----------
     condition : Condition
     store : ActivationStore
-        States of the condition's SASRec at ``condition.capture_point``.
+        States of the condition's SASRec at ``condition.capture_point``, on the condition's data set.
     seq_data : SequenceData
         The data the store was collected on (its genres label the positions).
     num_epochs, seed, num_threads
@@ -124,12 +124,28 @@ def run_condition(
         genres covered purely by each unit type, wins of the SAE's best unit per genre (AUC) against the
         untrained SAE and the hidden dimensions, seconds). ``verdicts``: one row per (side, control) of
         :func:`seqsae_lib.interpret.compare_to_controls` on ``kl_excess``.
+
+    Raises
+    ------
+    TypeError
+        ``condition`` is not a :class:`Condition`.
+    ValueError
+        The store was read at another capture point, or the store's SASRec (by its data fingerprint) or
+        ``seq_data`` comes from another data set than ``condition.dataset`` (``"planted"`` expects the
+        synthetic data, named ``"synthetic"``); or ``kind`` or ``num_epochs`` is invalid.
     """
     if not isinstance(condition, Condition):
         raise TypeError(f"condition must be a Condition, got {type(condition).__name__}")
     if store.capture_point != condition.capture_point:
         raise ValueError(f"condition {condition.name!r} reads {condition.capture_point!r} but the store holds "
                          f"{store.capture_point!r} states")
+    expected = "synthetic" if condition.dataset == "planted" else condition.dataset
+    found = {"the store's SASRec was trained on": store.model_fingerprint.get("dataset"),
+             "seq_data is": seq_data.name}
+    for what, name in found.items():
+        if name is not None and name != expected:
+            raise ValueError(f"condition {condition.name!r} is on {condition.dataset!r} (data set {expected!r}) but "
+                             f"{what} {name!r}: collect the store from that data set's SASRec")
     check_choice("kind", condition.kind, ("topk", "batchtopk", "relu"))
     num_epochs = check_int("num_epochs", num_epochs, minimum=1)
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +46,19 @@ def test_a_store_from_another_capture_point_is_refused(planted):
     store = training_activations(model, split, "block_0")
     with pytest.raises(ValueError, match="reads 'final' but the store holds 'block_0'"):
         run_condition(Condition("tiny"), store, data)
+
+
+def test_a_store_from_another_data_set_is_refused(planted):
+    data, split, model = planted
+    store = training_activations(model, split, "final")
+    assert store.model_fingerprint["dataset"] == data.name == "synthetic"
+    with pytest.raises(ValueError, match="is on 'ml-1m-u2999' .* trained on 'synthetic'"):
+        run_condition(Condition("tiny", dataset="ml-1m-u2999"), store, data)
+    with pytest.raises(ValueError, match="is on 'ml-100k' .* trained on 'synthetic'"):
+        run_condition(Condition("tiny"), store, data)
+    unlabelled = dataclasses.replace(store, model_fingerprint={})   # a store without provenance: seq_data decides
+    with pytest.raises(ValueError, match="seq_data is 'synthetic'"):
+        run_condition(Condition("tiny"), unlabelled, data)
 
 
 def test_the_grid_varies_one_factor_at_a_time_and_names_are_unique():
