@@ -114,6 +114,8 @@ def test_run_condition_trains_with_the_fix(monkeypatch):
         raise RuntimeError("stop")
 
     monkeypatch.setattr(conditions, "train_sae", fake_train)
+    from types import SimpleNamespace
+
     import numpy as np
 
     n = 20
@@ -121,7 +123,8 @@ def test_run_condition_trains_with_the_fix(monkeypatch):
                                position=np.arange(n), input_item=np.ones(n, dtype=np.int64),
                                next_item=np.ones(n, dtype=np.int64))
     with pytest.raises(RuntimeError, match="stop"):
-        conditions.run_condition(conditions.Condition("tiny", d_sae=16, k=2), store, None, num_epochs=1)
+        conditions.run_condition(conditions.Condition("tiny", d_sae=16, k=2), store,
+                                 SimpleNamespace(name="ml-100k"), num_epochs=1)
     assert seen["config"].aux_rescale is True and seen["train"].decoder_init == "data"
     assert (seen["train"].batch_size, seen["train"].lr, seen["train"].num_epochs) == (1024, 2e-3, 1)
     for recipe in SAE_RECIPES_BY_NAME.values():
