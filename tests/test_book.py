@@ -178,3 +178,17 @@ def test_make_lab_opens_the_chapters_from_the_venv(tmp_path):
     for doc in (REPO / "README.md", REPO / "book" / "intro.md"):
         text = doc.read_text()
         assert "make lab" in text and "SEQSAE_DATA" in text, doc
+
+
+def test_the_api_page_documents_every_module():
+    """Each module of the library (not the package __init__ files) has its automodule block on the API page."""
+    import pkgutil
+    from pathlib import Path
+
+    import seqsae_lib
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "api.md").read_text(encoding="utf-8")
+    modules = [m.name for m in pkgutil.walk_packages(seqsae_lib.__path__, "seqsae_lib.") if not m.ispkg]
+    missing = [m for m in modules if f".. automodule:: {m}\n" not in page]
+    assert not missing, f"book/api.md lacks: {missing}"
