@@ -8,7 +8,7 @@ shipped SASRec; the planted-topic SASRec trained here), compares the latents wit
 rotation, the hidden dimensions and PCA (chance-corrected genre concentration among each unit's top firing
 positions, input and next item, bootstrap CIs) and counts the genres some unit covers purely. It writes
 ``conditions.csv`` (one row per condition), ``condition_verdicts.csv`` (one row per condition, side and
-control) and ``conditions.json`` (command, threads, runtime); rows are written after each condition, so an
+control) and ``conditions.json`` (every run that wrote rows: command, threads, seconds); rows are written after each condition, so an
 interrupted run keeps what it finished to ``seqsae_lib/experiments/recorded/``
 (``--out`` for another folder). Chapter 4 reads them with ``sl.load_conditions()``.
 
@@ -32,6 +32,7 @@ from seqsae_lib.experiments.planted import planted_model
 from seqsae_lib.experiments.pretrained import load_pretrained_sasrec, sasrec_recipe, training_activations
 
 TARGET_VECTORS = 10 * 83_857
+RUN_STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def main() -> None:
@@ -82,12 +83,24 @@ def main() -> None:
               f"{summary['train_seconds'] + summary['score_seconds']:.0f} s  input-genre verdict vs "
               + ", ".join(f"{o}: {sae_input.loc[o, 'verdict']}" for o in sae_input.index), flush=True)
         record(paths, pd.DataFrame([summary]), table, order)  # after every condition: an interrupted run keeps its rows
-        seconds = time.perf_counter() - started
-        meta = {"command": "python scripts/conditions_study.py " + " ".join(sys.argv[1:]), "threads": args.threads,
-                "seed": args.seed, "seconds_this_run": round(seconds, 1),
-                "conditions": pd.read_csv(paths["summary"])["name"].tolist(), "torch": __import__("torch").__version__}
-        (args.out / "conditions.json").write_text(json.dumps(meta, indent=1) + "\n")
+        write_meta(args, time.perf_counter() - started, paths)
     print(f"recorded {len(chosen)} conditions in {args.out} ({(time.perf_counter() - started) / 60:.1f} min this run)")
+
+
+def write_meta(args: argparse.Namespace, seconds: float, paths: dict) -> None:
+    """Record this run (command, threads, seconds, conditions) beside the earlier runs that made the tables."""
+    import torch
+
+    path = args.out / "conditions.json"
+    runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    this = {"command": "python scripts/conditions_study.py " + " ".join(sys.argv[1:]), "threads": args.threads,
+            "seed": args.seed, "seconds": round(seconds, 1), "started": RUN_STARTED}
+    runs = [run for run in runs if run.get("started") != RUN_STARTED] + [this]
+    meta = {"runs": runs, "conditions": pd.read_csv(paths["summary"])["name"].tolist(), "torch": torch.__version__,
+            "seqsae": sl.__version__}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def record(paths: dict, summary: pd.DataFrame, verdict: pd.DataFrame, order: dict) -> None:

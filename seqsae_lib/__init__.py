@@ -32,7 +32,7 @@ from seqsae_lib.model import (
 # sparse autoencoders (chapter 3)
 from seqsae_lib.sae import (
     SAEConfig, SAETrainConfig, SparseAutoencoder, atom_recovery, collect_activations, density_histogram,
-    downstream_fidelity, evaluate_reconstruction, fidelity_per_user, sparse_dictionary_data, splice,
+    downstream_fidelity, evaluate_reconstruction, fidelity_per_user, initial_sae, sparse_dictionary_data, splice,
     train_sae, train_sae_grid,
 )
 
@@ -46,7 +46,7 @@ from seqsae_lib.interpret import (
 from seqsae_lib.interpret import (
     auc_ceiling, bootstrap_median_ci, by_fire_bin, compare_to_controls, concept_coverage, energy_share,
     fair_unit_scores, fire_counts, frequency_matched_scores, genre_labels, genre_matrices, hidden_dim_units,
-    output_concentration, paired_comparison, random_rotation_units, subset_coverage, untrained_sae_units,
+    output_concentration, paired_comparison, random_rotation_units, subset_coverage, untrained_sae_units, initial_sae_units,
     verdict_sentence, weighted_summary,
 )
 
@@ -86,7 +86,7 @@ __all__ = [
     "density_histogram",
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
     "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
-    "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
+    "fair_unit_scores", "fidelity_per_user", "initial_sae", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
     "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
     "leave_one_out", "left_pad", "load_concept_table", "load_conditions", "load_movielens", "load_pretrained_sae",
     "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
@@ -101,7 +101,7 @@ __all__ = [
     "shipped_pipeline", "showcase_concepts", "showcase_user", "slider_ends", "sparse_dictionary_data", "splice",
     "steer", "steered_scores", "steering_methods", "subset_coverage", "train_from_recipe", "train_sae",
     "train_sae_grid", "train_sasrec", "training_activations", "unlabelled_latents", "unlabelled_steering",
-    "untrained_sae_units", "user_dependence",
+    "untrained_sae_units", "initial_sae_units", "user_dependence",
     "verdict_sentence", "weighted_summary", "widgets",
 ]
 

@@ -2,8 +2,9 @@
 
 Introduced in chapter 4. One *condition* is a data set, a capture point of its SASRec and an SAE
 configuration. For each, :func:`run_condition` trains the SAE, encodes every stored state, and compares its
-latents with four controls on the same positions (an untrained SAE of the same configuration, a random
-rotation, the hidden dimensions and PCA; see :mod:`seqsae_lib.interpret.unit_types`) by the fair,
+latents with five controls on the same positions (the same SAE before its first training step, whose decoder
+rows already point along data vectors; an untrained SAE of the same configuration with random rows; a random
+rotation; the hidden dimensions; PCA; see :mod:`seqsae_lib.interpret.unit_types`) by the fair,
 chance-corrected concentration of genre among each unit's top firing positions (input and next item), with
 bootstrap CIs; and counts the input genres some unit covers purely (a unit whose top positions are at least
 half that genre). ``scripts/conditions_study.py`` runs
@@ -21,9 +22,10 @@ import pandas as pd
 
 from seqsae_lib.data import SequenceData
 from seqsae_lib.interpret import (
-    compare_to_controls, concept_coverage, genre_labels, hidden_dim_units, paired_comparison, pca_units,
-    random_rotation_units, sae_units, top_firing_concentration, untrained_sae_units,
+    compare_to_controls, concept_coverage, genre_labels, initial_sae_units, paired_comparison,
+    top_firing_concentration,
 )
+from seqsae_lib.interpret.unit_types import _unit_type_makers
 from seqsae_lib.sae import ActivationStore, SAEConfig, SAETrainConfig, evaluate_reconstruction, train_sae
 from seqsae_lib.utils.checks import check_choice, check_int
 
@@ -32,7 +34,7 @@ __all__ = ["Condition", "CONDITIONS", "CONTROLS", "RECORDED_DIR", "run_condition
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
 """Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``)."""
 
-CONTROLS: tuple[str, ...] = ("untrained SAE", "random rotation", "hidden dims", "PCA")
+CONTROLS: tuple[str, ...] = ("SAE before training", "untrained SAE", "random rotation", "hidden dims", "PCA")
 """The unit types every SAE is compared with, in the tables' order."""
 
 
@@ -74,14 +76,12 @@ CONDITIONS: tuple[Condition, ...] = (
 """The study's grid: the shipped SAE recipe on ML-100k's final state, varied one factor at a time."""
 
 
-def _units(sae: Any, config: SAEConfig, store: ActivationStore, seed: int) -> dict[str, Any]:
-    return {
-        "SAE": sae_units(sae, store),
-        "untrained SAE": untrained_sae_units(config, store, seed=seed + 1),
-        "random rotation": random_rotation_units(store, seed=seed),
-        "hidden dims": hidden_dim_units(store),
-        "PCA": pca_units(store),
-    }
+def _units(sae: Any, config: SAEConfig, train_config: SAETrainConfig, store: ActivationStore,
+           seed: int) -> dict[str, Any]:
+    makers = _unit_type_makers(sae, store, seed=seed)  # the chapter's five unit types, same seeds
+    units = {name: makers[name]() for name in ("SAE", "untrained SAE", "random rotation", "hidden dims", "PCA")}
+    units["SAE before training"] = initial_sae_units(config, train_config, store)
+    return {name: units[name] for name in ("SAE", *CONTROLS)}
 
 
 def run_condition(
@@ -111,8 +111,10 @@ def run_condition(
         SAE training (batch 1,024, lr 2e-3, as the shipped recipe), with the decoder initialised from data
         (``SAETrainConfig.decoder_init="data"``) and the rescaled AuxK (``SAEConfig(aux_rescale=True)``), which
         keep latents alive at small k and large dictionaries where the shipped recipe's random rows leave up to
-        three quarters dead (``bench/bench_dead_latents.py``). The untrained-SAE control is built from the same
-        ``SAEConfig`` with random rows.
+        three quarters dead (``bench/bench_dead_latents.py``). Two untrained controls: ``"SAE before training"`` is
+        this SAE's exact starting point (:func:`~seqsae_lib.sae.training.initial_sae`: data-vector rows), so the
+        SAE-minus-it difference is what the training steps learned; ``"untrained SAE"`` is the same ``SAEConfig``
+        with random rows (seed ``seed``).
     top_n, min_fires, n_boot
         Passed to the fair measures (each unit's ``top_n`` strongest firing positions; units firing fewer than
         ``min_fires`` times are not scored) and the bootstrap.
@@ -122,7 +124,7 @@ def run_condition(
     summary, verdicts
         ``summary``: one dict for the condition (its fields, SAE ``fvu``, ``dead`` share, ``l0``, units scored,
         genres covered purely by each unit type, wins of the SAE's best unit per genre (AUC) against the
-        untrained SAE and the hidden dimensions, seconds). ``verdicts``: one row per (side, control) of
+        SAE before training, the untrained SAE and the hidden dimensions, seconds). ``verdicts``: one row per (side, control) of
         :func:`seqsae_lib.interpret.compare_to_controls` on ``kl_excess``.
 
     Raises
@@ -151,14 +153,15 @@ def run_condition(
     start = time.perf_counter()
     config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed,
                        aux_rescale=True)
-    sae, _ = train_sae(store, config, SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
-                                                     num_threads=num_threads, progress=False, decoder_init="data"))
+    train_config = SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
+                                  num_threads=num_threads, progress=False, decoder_init="data")
+    sae, _ = train_sae(store, config, train_config)
     sae.eval()
     quality = evaluate_reconstruction(sae, store.acts)
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    units = _units(sae, config, store, seed)
+    units = _units(sae, config, train_config, store, seed)
     rows, labelled = [], {}
     for side in ("input", "next"):
         labels, names = labelled[side] = genre_labels(store, seq_data, side)
@@ -179,7 +182,7 @@ def run_condition(
     for name, table in coverage.items():
         summary[f"covered: {name}"] = int(table["covered"].sum())
     summary["genres"] = len(names)
-    for control in ("untrained SAE", "hidden dims"):
+    for control in ("SAE before training", "untrained SAE", "hidden dims"):
         paired = paired_comparison(coverage["SAE"]["best_auc"].to_numpy(), coverage[control]["best_auc"].to_numpy(),
                                    names=("SAE", control), n_boot=n_boot, seed=seed)
         summary[f"best-AUC wins vs {control}"] = f"{paired['wins']}/{paired['n']}"

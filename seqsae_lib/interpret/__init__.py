@@ -42,7 +42,7 @@ from seqsae_lib.interpret.stats import feature_stats, latent_activations
 from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, js_divergence, monosemanticity_scores
 from seqsae_lib.interpret.unit_types import (
     bootstrap_median_ci, compare_unit_types, hidden_dim_units, pca_directions, pca_units, planted_recovery,
-    random_directions, random_rotation_units, sae_units, score_unit_types, untrained_sae_units,
+    random_directions, random_rotation_units, sae_units, score_unit_types, untrained_sae_units, initial_sae_units,
 )
 
 __all__ = [
@@ -56,6 +56,6 @@ __all__ = [
     "js_divergence", "latent_activations", "latent_item_effects", "monosemanticity_scores", "output_concentration",
     "paired_comparison", "pca_directions", "pca_units", "planted_recovery", "popularity_profile", "promoted_items",
     "random_directions", "random_rotation_units", "rank_agreement", "rank_item_effects", "sae_units", "score_unit_types",
-    "subset_coverage", "top_contexts", "top_firing_concentration", "truncate_to_top", "untrained_sae_units",
+    "subset_coverage", "top_contexts", "top_firing_concentration", "truncate_to_top", "untrained_sae_units", "initial_sae_units",
     "user_profile", "verdict_sentence", "weighted_summary",
 ]

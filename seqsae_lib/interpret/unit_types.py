@@ -29,13 +29,14 @@ from seqsae_lib.interpret.codes import LatentCodes, UnitActs, dense_matrix, n_ro
 from seqsae_lib.interpret.stats import latent_activations
 from seqsae_lib.interpret.unit_scores import SCORE_COLUMNS, genre_matrices, monosemanticity_scores
 from seqsae_lib.sae import ActivationStore
-from seqsae_lib.sae import SAEConfig, SparseAutoencoder
+from seqsae_lib.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, initial_sae
 from seqsae_lib.utils.checks import check_float, check_int
 
 __all__ = [
     "bootstrap_median_ci",
     "compare_unit_types",
     "hidden_dim_units",
+    "initial_sae_units",
     "pca_directions",
     "pca_units",
     "planted_recovery",
@@ -230,6 +231,34 @@ def untrained_sae_units(
     elif config.kind == "batchtopk":
         sae.calibrate_threshold(x, batch_size=min(4096, len(x)))
     sae.eval()
+    return latent_activations(sae, x, batch_size=batch_size)
+
+
+def initial_sae_units(
+    config: SAEConfig, train_config: SAETrainConfig, acts: ActivationStore | Tensor, *, batch_size: int = 4096
+) -> LatentCodes:
+    """Codes of the SAE that training starts from (:func:`~seqsae_lib.sae.training.initial_sae`): learning's own control.
+
+    Introduced in chapter 4.
+
+    With ``SAETrainConfig.decoder_init="data"`` the trainer points every decoder row along a centred data
+    vector before the first step, a dictionary that already reads the data; an untrained SAE with random rows
+    (:func:`untrained_sae_units`) does not control for that. This is the trained SAE's exact starting point
+    (same seeds and sample), so trained-minus-initial isolates what the training steps changed. A BatchTopK
+    SAE gets its threshold calibrated on ``acts`` (as :func:`untrained_sae_units` does).
+
+    Returns
+    -------
+    LatentCodes of shape (n, d_sae)
+    """
+    if not isinstance(config, SAEConfig):
+        raise TypeError(f"config must be an SAEConfig, got {type(config).__name__}")
+    if not isinstance(train_config, SAETrainConfig):
+        raise TypeError(f"train_config must be an SAETrainConfig, got {type(train_config).__name__}")
+    x = _acts(acts)
+    sae = initial_sae(x, config, train_config)
+    if config.kind == "batchtopk":
+        sae.calibrate_threshold(x, batch_size=min(4096, len(x)))
     return latent_activations(sae, x, batch_size=batch_size)
 
 

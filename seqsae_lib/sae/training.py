@@ -29,7 +29,7 @@ from seqsae_lib.sae.store import ActivationStore
 from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
 
 __all__ = [
-    "train_sae", "train_sae_grid",
+    "initial_sae", "train_sae", "train_sae_grid",
 ]
 
 
@@ -122,6 +122,50 @@ def train_sae(
         torch.set_num_threads(previous_threads)
 
 
+def initial_sae(
+    activations: ActivationStore | Tensor,
+    sae_config: SAEConfig,
+    train_config: SAETrainConfig | None = None,
+) -> SparseAutoencoder:
+    """The SAE that :func:`train_sae` starts from with these configs, before any step: training's own baseline.
+
+    Introduced in chapter 4 (the conditions study compares each trained SAE with its own starting point).
+
+    The same seeded sample, input scale, ``b_dec`` and decoder initialisation as the trainer's (with
+    ``decoder_init="data"`` the rows point along data vectors, which is already a data-dependent dictionary);
+    nothing is learned. Returned on CPU in eval mode.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`train_sae`.
+    """
+    if not isinstance(sae_config, SAEConfig):
+        raise TypeError(f"sae_config must be an SAEConfig, got {type(sae_config).__name__}")
+    cfg = SAETrainConfig() if train_config is None else train_config
+    if not isinstance(cfg, SAETrainConfig):
+        raise TypeError(f"train_config must be an SAETrainConfig, got {type(cfg).__name__}")
+    if isinstance(activations, ActivationStore):
+        sae_config = replace(sae_config, capture_point=activations.capture_point)
+        activations = activations.acts
+    _check_activations(activations, sae_config.d_in)
+    data = activations.detach().to(dtype=torch.float32)
+    gen = torch.Generator().manual_seed(cfg.seed)  # consumed exactly as in _train's first draw
+    sample_idx = torch.randperm(data.shape[0], generator=gen)[: cfg.init_sample_size]
+    sae = _initialise(data[sample_idx], sae_config, cfg, torch.device("cpu"))
+    return sae.eval()
+
+
+def _initialise(sample: Tensor, sae_config: SAEConfig, cfg: SAETrainConfig, device: torch.device) -> SparseAutoencoder:
+    sae = SparseAutoencoder(sae_config).to(device)
+    if sae_config.normalize_input:
+        sae.init_input_scale(sample)
+    sae.init_b_dec(sample, method=cfg.b_dec_init)
+    if cfg.decoder_init == "data":
+        sae.init_decoder_from_data(sample, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    return sae
+
+
 def _train(
     activations: Tensor,
     sae_config: SAEConfig,
@@ -136,13 +180,7 @@ def _train(
 
     sample_idx = torch.randperm(n, generator=gen)[: cfg.init_sample_size].to(device)
     if sae is None:
-        sae = SparseAutoencoder(sae_config).to(device)
-        sample = data[sample_idx]
-        if sae_config.normalize_input:
-            sae.init_input_scale(sample)
-        sae.init_b_dec(sample, method=cfg.b_dec_init)
-        if cfg.decoder_init == "data":
-            sae.init_decoder_from_data(sample, generator=torch.Generator().manual_seed(cfg.seed + 1))
+        sae = _initialise(data[sample_idx], sae_config, cfg, device)
     else:
         sae.to(device)
     sae.train()

@@ -61,6 +61,7 @@ from seqsae_lib.steering.catalogue_concepts import get_concept, table_concepts
 from seqsae_lib.steering.concepts import Concept
 from seqsae_lib.steering.evaluation import SteeringEvaluator
 from seqsae_lib.steering.selection import select_latents
+from seqsae_lib.steering.tradeoffs import search_strengths
 from seqsae_lib.utils.checks import check_int
 
 __all__ = ["TABLE_STRENGTHS", "BASELINES", "concept_steering_table", "wins_ties_losses"]
@@ -84,24 +85,14 @@ def _walk(ev: SteeringEvaluator, fn: Callable[[float], Any], concept: Concept, g
     ref_top = ev.reference[1]
     points: Points = {0.0: (float(concept.share(ref_top)), 0.0, concept.item_mask[ref_top].mean(axis=1))}
 
-    def at(s: float) -> tuple[float, float, np.ndarray]:
-        if s not in points:
-            frame, details = ev.run(fn, [s], concept, return_details=True)
-            points[s] = (float(frame["share@10"].iloc[0]), float(frame["NDCG@10_drop"].iloc[0]),
-                         concept.item_mask[details.top_items[0]].mean(axis=1))
-        return points[s]
+    def drop_at(s: float) -> float:
+        frame, details = ev.run(fn, [s], concept, return_details=True)
+        points[s] = (float(frame["share@10"].iloc[0]), float(frame["NDCG@10_drop"].iloc[0]),
+                     concept.item_mask[details.top_items[0]].mean(axis=1))
+        return points[s][1]
 
-    for s in grid:
-        if at(float(s))[1] > max(costs):
-            break
-    for cost in costs:
-        for _ in range(refine):
-            ok = [s for s in points if points[s][1] <= cost]
-            above = [s for s in points if s > max(ok)]
-            if not above:
-                break
-            at((max(ok) + min(above)) / 2)
-    return points
+    order = search_strengths(drop_at, grid, costs, refine)
+    return {s: points[s] for s in order}
 
 
 def _within(points: Points, cost: float) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +17,7 @@ import pandas as pd
 
 from seqsae_lib.utils.checks import check_choice
 
-__all__ = ["gini", "jaccard_at_k", "pareto_front", "share_at_equal_cost"]
+__all__ = ["gini", "jaccard_at_k", "pareto_front", "search_strengths", "share_at_equal_cost"]
 
 
 def gini(counts: Any) -> float:
@@ -193,3 +193,41 @@ def _budget_value(x: np.ndarray, y: np.ndarray, c: float, maximize: bool) -> flo
     if not vals:
         return float("nan")
     return max(vals) if maximize else min(vals)
+
+
+def search_strengths(
+    drop_at: Callable[[float], float], grid: Sequence[float], budgets: Sequence[float], refine: int
+) -> dict[float, float]:
+    """The strengths a budgeted steering search tries, with the accuracy drop measured at each.
+
+    Introduced in chapter 5. Strength 0 costs nothing (drop 0, not measured); then ``drop_at`` is measured up
+    ``grid`` (increasing) until a drop exceeds the largest budget; then, for each budget, ``refine`` halvings of
+    the interval between the largest strength within that budget and the next strength above it. The one
+    search behind chapter 5's all-concepts table and its steering without labels: callers keep whatever
+    else they measure at a strength (shares, top lists) in their own ``drop_at``.
+
+    Returns
+    -------
+    dict
+        strength -> drop, in the order measured (``0.0`` first).
+    """
+    if not budgets:
+        raise ValueError("search_strengths needs at least one budget")
+    drops: dict[float, float] = {0.0: 0.0}
+
+    def at(strength: float) -> float:
+        if strength not in drops:
+            drops[strength] = float(drop_at(strength))
+        return drops[strength]
+
+    for strength in grid:
+        if at(float(strength)) > max(budgets):
+            break
+    for budget in budgets:
+        for _ in range(refine):
+            ok = max(s for s in drops if drops[s] <= budget)
+            above = [s for s in drops if s > ok]
+            if not above:
+                break
+            at((ok + min(above)) / 2)
+    return drops

@@ -74,6 +74,7 @@ from seqsae_lib.interpret.codes import dense_matrix, n_rows
 from seqsae_lib.sae import ActivationStore, SparseAutoencoder
 from seqsae_lib.steering.evaluation import SteeringEvaluator
 from seqsae_lib.steering.latent_steering import Steering
+from seqsae_lib.steering.tradeoffs import search_strengths
 from seqsae_lib.steering.vector_steering import VectorSteering
 from seqsae_lib.utils.checks import check_float, check_int, latent_ids
 
@@ -281,31 +282,18 @@ def _walk(
     k = ev.k
     ref_result, ref_top = ev.reference
     ref_ndcg = float(ref_result[f"NDCG@{k}"])
-    points: dict[float, tuple[float, np.ndarray]] = {0.0: (0.0, ref_top)}
+    tops: dict[float, np.ndarray] = {0.0: ref_top}
 
-    def at(s: float) -> float:
-        if s not in points:
-            result, top = ev.recommend(make(s))
-            points[s] = (ref_ndcg - float(result[f"NDCG@{k}"]), top)
-        return points[s][0]
+    def drop_at(s: float) -> float:
+        result, tops[s] = ev.recommend(make(s))
+        return ref_ndcg - float(result[f"NDCG@{k}"])
 
-    above = None
-    for step in range(6, -1, -1):
-        s = max_strength / 2**step
-        if at(s) > cost:
-            above = s
-            break
-    if above is None:
+    grid = [max_strength / 2**step for step in range(6, -1, -1)]
+    drops = search_strengths(drop_at, grid, [cost], refine)
+    if max(drops.values()) <= cost:
         return None
-    below = max(s for s in points if s < above and points[s][0] <= cost)
-    for _ in range(refine):
-        mid = (below + above) / 2
-        if at(mid) <= cost:
-            below = mid
-        else:
-            above = mid
-    within = max(s for s in points if points[s][0] <= cost)
-    return within, points[within][0], points[within][1]
+    within = max(s for s in drops if drops[s] <= cost)
+    return within, drops[within], tops[within]
 
 
 def unlabelled_steering(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import seqsae_lib.sae as sae_module
 from seqsae_lib.sae import ActivationStore, SAEConfig, SAETrainConfig, SparseAutoencoder, evaluate_reconstruction, train_sae
 
 FIXED = ({"aux_rescale": True}, {"decoder_init": "data"})
@@ -129,3 +130,20 @@ def test_run_condition_trains_with_the_fix(monkeypatch):
     assert (seen["train"].batch_size, seen["train"].lr, seen["train"].num_epochs) == (1024, 2e-3, 1)
     for recipe in SAE_RECIPES_BY_NAME.values():
         assert "aux_rescale" not in recipe.sae and "decoder_init" not in recipe.train
+
+
+@pytest.mark.parametrize("decoder_init", ["random", "data"])
+def test_initial_sae_is_the_trainers_starting_point(decoder_init):
+    # with a vanishing learning rate (Adam steps of ~1e-12) training moves nothing measurable: the result must
+    # equal initial_sae's SAE
+    x = cone(n=2000)
+    config = SAEConfig(d_in=16, d_sae=64, k=2, seed=3, aux_rescale=True)
+    train_config = SAETrainConfig(batch_size=256, lr=1e-12, num_epochs=1, seed=5, num_threads=1, progress=False,
+                                  decoder_init=decoder_init)
+    trained, _ = train_sae(x, config, train_config)
+    start = sae_module.initial_sae(x, config, train_config)
+    for name, value in start.state_dict().items():
+        assert torch.allclose(value, trained.state_dict()[name], atol=1e-6), name
+    other_seed = sae_module.initial_sae(x, config, SAETrainConfig(**{**train_config.__dict__, "seed": 6}))
+    if decoder_init == "data":  # the rows come from the sample the seed draws
+        assert not torch.allclose(other_seed.W_dec, start.W_dec)

@@ -274,3 +274,25 @@ def test_bad_requests_raise_clear_errors(model, split, seq_data, concept, evalua
     with pytest.raises(ValueError, match="no strengths"):
         evaluate_methods(model, {"a": rerank_baseline(concept)}, {"b": [0.0]}, split.test_inputs,
                          split.test_targets, concept, seq_data)
+
+
+def test_search_strengths_walks_the_grid_then_bisects_towards_each_budget():
+    from seqsae_lib.steering.tradeoffs import search_strengths
+
+    calls: list[float] = []
+
+    def drop_at(s: float) -> float:  # a known monotone cost curve: drop = s^2
+        calls.append(s)
+        return s * s
+
+    drops = search_strengths(drop_at, [1.0, 2.0, 3.0, 4.0], [2.0, 5.0], refine=8)
+    assert 0.0 not in calls and 4.0 not in calls  # strength 0 is free; the walk stops at the first drop over 5
+    assert calls[:3] == [1.0, 2.0, 3.0]
+    for budget in (2.0, 5.0):
+        within = max(s for s, d in drops.items() if d <= budget)
+        assert within <= budget ** 0.5 < within + 2.0 / 2**8  # 8 halvings of a width-1 interval
+    assert all(drops[s] == pytest.approx(s * s) for s in drops)
+    # a search whose grid never exceeds the budget measures only the grid
+    assert list(search_strengths(lambda s: 0.0, [1.0, 2.0], [0.5], refine=3)) == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="budget"):
+        search_strengths(drop_at, [1.0], [], refine=1)
