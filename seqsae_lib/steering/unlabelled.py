@@ -71,6 +71,7 @@ from seqsae_lib.interpret import (
     LatentCodes, category_labels, comparison_table, energy_share, fire_counts, pca_directions, random_directions,
 )
 from seqsae_lib.interpret.codes import dense_matrix, n_rows
+from seqsae_lib.interpret.concentration import _kl
 from seqsae_lib.sae import ActivationStore, SparseAutoencoder
 from seqsae_lib.steering.evaluation import SteeringEvaluator
 from seqsae_lib.steering.latent_steering import Steering
@@ -237,14 +238,10 @@ def _concentration(
     w = weights[films].astype(np.float64)
     p = w @ dist[films] / w.sum()
 
-    def kl(q: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(q > 0, q * np.log(q / base), 0.0).sum(-1)
-
     pool = np.flatnonzero(labelled)
     draws = rng.permuted(np.broadcast_to(pool, (n_null, len(pool))), axis=1)[:, : len(films)]
     null = np.einsum("rm,rmc->rc", np.broadcast_to(w, draws.shape), dist[draws]) / w.sum()
-    value, chance = float(kl(p)), float(kl(null).mean())
+    value, chance = float(_kl(p, base)), float(_kl(null, base).mean())  # the fair measures' KL
     gain = p - base
     top = int(np.argmax(gain))
     return {"kl": value, "kl_null": chance, "excess": value - chance, "top": names[top],
