@@ -192,3 +192,53 @@ def test_the_api_page_documents_every_module():
     modules = [m.name for m in pkgutil.walk_packages(seqsae_lib.__path__, "seqsae_lib.") if not m.ispkg]
     missing = [m for m in modules if f".. automodule:: {m}\n" not in page]
     assert not missing, f"book/api.md lacks: {missing}"
+
+
+def _colab_cell_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("colab_cell", REPO / "scripts" / "colab_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("chapter", _chapters())
+def test_colab_install_cell_uses_the_one_repository_url(chapter):
+    """The first code cell installs the library in Colab only, from _config.yml's repository.url (the launch buttons'
+    URL); `python scripts/colab_cell.py` writes it. Anywhere else it does nothing and has no output."""
+    import nbformat
+
+    script = _colab_cell_script()
+    url = script.repository_url()
+    assert url.startswith("https://github.com/")
+    nb = nbformat.read(REPO / f"{chapter}.ipynb", as_version=4)
+    assert not script.problems(nb, url), f"{chapter}: {script.problems(nb, url)} (run python scripts/colab_cell.py)"
+    source = script.install_cells(nb)[0].source
+    assert 'if "google.colab" in sys.modules:' in source and f"git+{url}" in source
+
+
+def test_colab_install_cell_is_a_no_op_outside_colab():
+    """Run through IPython's input transformer and executed with IPython's magics stubbed out: nothing is installed."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    script = _colab_cell_script()
+    code = TransformerManager().transform_cell(script.cell_source(script.repository_url()))
+    calls = []
+
+    class Shell:
+        def run_line_magic(self, *args):
+            calls.append(args)
+
+    import sys as real_sys
+
+    namespace = {"get_ipython": lambda: Shell()}
+    exec(code, namespace)
+    assert calls == [] and "google.colab" not in real_sys.modules
+    fake = type(real_sys)("google.colab")
+    real_sys.modules["google.colab"] = fake
+    try:
+        exec(code, {"get_ipython": lambda: Shell()})
+    finally:
+        del real_sys.modules["google.colab"]
+    assert calls == [("pip", f'install --quiet "seqsae @ git+{script.repository_url()}"')]
