@@ -33,6 +33,8 @@ def html_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     config = (REPO / "_config.yml").read_text()
     config = re.sub(r"execute_notebooks:\s*\w+", 'execute_notebooks: "off"', config)
+    # Jupyter Book resolves local_extensions' folders from the config file's folder: keep them in the repository.
+    config = re.sub(r"^(\s+\w+: )(book/_ext)\s*$", lambda m: f"{m.group(1)}{REPO / m.group(2)}", config, flags=re.M)
     (out / "_config.yml").write_text(config)
     result = subprocess.run(
         [str(jb), "build", str(REPO), "--toc", str(REPO / "book" / "_toc.yml"), "--config", str(out / "_config.yml"),
