@@ -271,3 +271,36 @@ def test_colab_install_cell_is_a_no_op_outside_colab():
     finally:
         del real_sys.modules["google.colab"]
     assert calls == [("pip", f'install --quiet "seqsae @ git+{script.repository_url()}"')]
+
+
+def test_no_machine_path_in_the_book(html_dir):
+    """Module constants that are paths (PRETRAINED_DIR, RECORDED_DIR) are documented without their value: the API page
+    printed the building machine's folder. No page or text file of the built book names the repository's folder or
+    the home folder."""
+    from pathlib import Path
+
+    needles = {str(REPO), str(Path.home())} - {"/"}
+    for path in html_dir.rglob("*"):
+        if path.suffix not in {".html", ".txt", ".js", ".json", ".ipynb"} or "vendor" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found = [n for n in needles if n in text]
+        assert not found, f"{path.relative_to(html_dir)} names {found}"
+    assert "PosixPath(" not in (html_dir / "book" / "api.html").read_text(encoding="utf-8")
+
+
+def test_pages_declare_their_scripts_once_and_set_theme_mode_and_favicon(html_dir):
+    """The browser console stayed clean only if: sphinx-thebe's inline config is on the page once (book/_ext/seqsae_book.py;
+    twice threw "Identifier 'THEBE_JS_URL' has already been declared"), the theme's default mode is set (empty, every
+    page logged "Got invalid theme mode"), the page links a favicon (else browsers ask the server for /favicon.ico),
+    and widget pages map the widget bundle's modules to the vendored fonts (widgets-setup.js)."""
+    pages = list((html_dir / "chapters").glob("*.html")) + list((html_dir / "book").glob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count("const THEBE_JS_URL") <= 1, page.name
+        assert 'dataset.mode = localStorage.getItem("mode") || "light"' in text, page.name
+        assert re.search(r'<link rel="icon" href="[./]*_static/favicon\.svg"', text), page.name
+    assert (html_dir / "_static" / "favicon.svg").is_file()
+    setup = (REPO / "book" / "_static" / "widgets-setup.js").read_text()
+    assert '"@jupyter-widgets/html-manager/dist/libembed-amd"' in setup and "window.require = { paths: paths }" in setup
