@@ -30,7 +30,7 @@ from seqsae_lib.utils.checks import check_choice, check_int
 __all__ = ["Condition", "CONDITIONS", "CONTROLS", "RECORDED_DIR", "run_condition", "load_conditions"]
 
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
-"""Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``):
+"""Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``),
 ``experiments/recorded/`` inside the installed package.
 
 :meta hide-value:

@@ -10,6 +10,7 @@ inches wide and uses no text under 8.5 points, which keeps all text at 9 px or m
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -109,7 +110,7 @@ def plot_split(
         ax.scatter([], [], color=c, s=80, label=role)
     titles = data.titles(shown)
     for xi, title in zip(x, titles):
-        ax.text(xi, 0.08, _short(title, 24), rotation=40, ha="left", va="bottom", fontsize=9)
+        ax.text(xi, 0.08, _short_title(title, 24), rotation=40, ha="left", va="bottom", fontsize=9)
     ax.plot(x, np.zeros_like(x), color="grey", zorder=1)
     ax.set_ylim(-0.3, 1.6)
     ax.set_yticks([])
@@ -212,6 +213,14 @@ def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" 
 
 def _short(title: str, width: int = 38) -> str:
     return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def _short_title(title: str, width: int) -> str:
+    """A film title cut to ``width`` characters, keeping its "(year)" at the end."""
+    match = re.match(r"^(.*?)\s*(\(\d{4}\))$", title)
+    if len(title) <= width or not match:
+        return _short(title, width)
+    return _short(match.group(1), width - len(match.group(2)) - 1) + " " + match.group(2)
 
 
 def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_items: int = 6) -> "Figure":
