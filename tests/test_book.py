@@ -302,5 +302,6 @@ def test_pages_declare_their_scripts_once_and_set_theme_mode_and_favicon(html_di
         assert 'dataset.mode = localStorage.getItem("mode") || "light"' in text, page.name
         assert re.search(r'<link rel="icon" href="[./]*_static/favicon\.svg"', text), page.name
     assert (html_dir / "_static" / "favicon.svg").is_file()
+    assert (html_dir / "favicon.ico").is_file()  # for pages without the link (index.html is a redirect)
     setup = (REPO / "book" / "_static" / "widgets-setup.js").read_text()
     assert '"@jupyter-widgets/html-manager/dist/libembed-amd"' in setup and "window.require = { paths: paths }" in setup
