@@ -33,6 +33,8 @@ def html_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
     config = (REPO / "_config.yml").read_text()
     config = re.sub(r"execute_notebooks:\s*\w+", 'execute_notebooks: "off"', config)
+    # Jupyter Book resolves local_extensions' folders from the config file's folder: keep them in the repository.
+    config = re.sub(r"^(\s+\w+: )(book/_ext)\s*$", lambda m: f"{m.group(1)}{REPO / m.group(2)}", config, flags=re.M)
     (out / "_config.yml").write_text(config)
     result = subprocess.run(
         [str(jb), "build", str(REPO), "--toc", str(REPO / "book" / "_toc.yml"), "--config", str(out / "_config.yml"),
@@ -97,6 +99,31 @@ def test_api_and_glossary_pages(html_dir):
     assert "Capture point" in (html_dir / "book" / "glossary.html").read_text(encoding="utf-8")
 
 
+def _cited_sources(markdown: str) -> list[str]:
+    """The (Author, year)(URL) links of a markdown text whose URL is a source of book/references.bib."""
+    bib = (REPO / "book" / "references.bib").read_text(encoding="utf-8")
+    links = re.findall(r"\[[^\]]*\b(?:19|20)\d\d\)?\]\((https?://[^)\s]+)\)", markdown)
+    return [url for url in links if url.rstrip("/").split("doi.org/")[-1].split("/abs/")[-1] in bib]
+
+
+# Chapter 5 has its own editor; these checks pass for it once its cells are converted like the others'.
+_CHAPTER_5_PENDING = pytest.mark.xfail(strict=True, reason="chapter 5 is converted separately")
+
+
+@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
+                                     for c in _chapters()])
+def test_citations_read_in_jupyterlab(chapter):
+    """JupyterLab shows MyST roles as raw text: chapters cite as (Author, year) links to the paper (its DOI, arXiv or
+    web address, as in book/references.bib), which read the same in JupyterLab and in the book. The book's
+    References page lists every entry of the bibliography (`:all:`)."""
+    nb = json.loads((REPO / f"{chapter}.ipynb").read_text())
+    markdown = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "{cite" not in markdown, f"{chapter}: a {{cite}} role shows as raw text in JupyterLab"
+    links = re.findall(r"\[[^\]]*\b(?:19|20)\d\d\)?\]\((https?://[^)\s]+)\)", markdown)
+    assert links and len(_cited_sources(markdown)) == len(links), f"{chapter}: a citation link is not in references.bib"
+    assert ":all:" in (REPO / "book" / "references.md").read_text()
+
+
 @pytest.mark.parametrize("chapter", _chapters())
 def test_chapter_structure(chapter):
     """Goals, prerequisites and runtime up front; one parameters cell an instructor edits; executed solutions, hidden in
@@ -106,7 +133,8 @@ def test_chapter_structure(chapter):
     opening = "".join(cells[0]["source"])
     for heading in ("**Goals.**", "**Prerequisites.**", "**Runtime.**"):
         assert heading in opening, f"{chapter}: the first cell lacks {heading}"
-    assert "{cite}" in "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"), chapter
+    markdown = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "{cite}" in markdown or _cited_sources(markdown), f"{chapter} cites no paper"
     params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{chapter}: expected one parameters cell, found {len(params)}"
     names = set(re.findall(r"^([A-Z_]+)\s*=", "".join(params[0]["source"]), re.M))
@@ -192,3 +220,88 @@ def test_the_api_page_documents_every_module():
     modules = [m.name for m in pkgutil.walk_packages(seqsae_lib.__path__, "seqsae_lib.") if not m.ispkg]
     missing = [m for m in modules if f".. automodule:: {m}\n" not in page]
     assert not missing, f"book/api.md lacks: {missing}"
+
+
+def _colab_cell_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("colab_cell", REPO / "scripts" / "colab_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
+                                     for c in _chapters()])
+def test_colab_install_cell_uses_the_one_repository_url(chapter):
+    """The first code cell installs the library in Colab only, from _config.yml's repository.url (the launch buttons'
+    URL); `python scripts/colab_cell.py` writes it. Anywhere else it does nothing and has no output."""
+    import nbformat
+
+    script = _colab_cell_script()
+    url = script.repository_url()
+    assert url.startswith("https://github.com/")
+    nb = nbformat.read(REPO / f"{chapter}.ipynb", as_version=4)
+    assert not script.problems(nb, url), f"{chapter}: {script.problems(nb, url)} (run python scripts/colab_cell.py)"
+    source = script.install_cells(nb)[0].source
+    assert 'if "google.colab" in sys.modules:' in source and f"git+{url}" in source
+
+
+def test_colab_install_cell_is_a_no_op_outside_colab():
+    """Run through IPython's input transformer and executed with IPython's magics stubbed out: nothing is installed."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    script = _colab_cell_script()
+    code = TransformerManager().transform_cell(script.cell_source(script.repository_url()))
+    calls = []
+
+    class Shell:
+        def run_line_magic(self, *args):
+            calls.append(args)
+
+    import sys as real_sys
+
+    namespace = {"get_ipython": lambda: Shell()}
+    exec(code, namespace)
+    assert calls == [] and "google.colab" not in real_sys.modules
+    fake = type(real_sys)("google.colab")
+    real_sys.modules["google.colab"] = fake
+    try:
+        exec(code, {"get_ipython": lambda: Shell()})
+    finally:
+        del real_sys.modules["google.colab"]
+    assert calls == [("pip", f'install --quiet "seqsae @ git+{script.repository_url()}"')]
+
+
+def test_no_machine_path_in_the_book(html_dir):
+    """Module constants that are paths (PRETRAINED_DIR, RECORDED_DIR) are documented without their value: the API page
+    printed the building machine's folder. No page or text file of the built book names the repository's folder or
+    the home folder."""
+    from pathlib import Path
+
+    needles = {str(REPO), str(Path.home())} - {"/"}
+    for path in html_dir.rglob("*"):
+        if path.suffix not in {".html", ".txt", ".js", ".json", ".ipynb"} or "vendor" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found = [n for n in needles if n in text]
+        assert not found, f"{path.relative_to(html_dir)} names {found}"
+    assert "PosixPath(" not in (html_dir / "book" / "api.html").read_text(encoding="utf-8")
+
+
+def test_pages_declare_their_scripts_once_and_set_theme_mode_and_favicon(html_dir):
+    """The browser console stayed clean only if: sphinx-thebe's inline config is on the page once (book/_ext/seqsae_book.py;
+    twice threw "Identifier 'THEBE_JS_URL' has already been declared"), the theme's default mode is set (empty, every
+    page logged "Got invalid theme mode"), the page links a favicon (else browsers ask the server for /favicon.ico),
+    and widget pages map the widget bundle's modules to the vendored fonts (widgets-setup.js)."""
+    pages = list((html_dir / "chapters").glob("*.html")) + list((html_dir / "book").glob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count("const THEBE_JS_URL") <= 1, page.name
+        assert 'dataset.mode = localStorage.getItem("mode") || "light"' in text, page.name
+        assert re.search(r'<link rel="icon" href="[./]*_static/favicon\.svg"', text), page.name
+    assert (html_dir / "_static" / "favicon.svg").is_file()
+    assert (html_dir / "favicon.ico").is_file()  # for pages without the link (index.html is a redirect)
+    setup = (REPO / "book" / "_static" / "widgets-setup.js").read_text()
+    assert '"@jupyter-widgets/html-manager/dist/libembed-amd"' in setup and "window.require = { paths: paths }" in setup

@@ -9,10 +9,29 @@
   //    module name. Sphinx >= 7.2 writes the relative path to the site root into
   //    <html data-content_root="...">; the assets sit in _static/vendor/html-manager/.
   var root = document.documentElement.getAttribute("data-content_root") || "";
-  window.__jupyter_widgets_assets_path__ = new URL(
-    root + "_static/vendor/html-manager/",
-    document.baseURI
-  ).href;
+  var assets = new URL(root + "_static/vendor/html-manager/", document.baseURI).href;
+  window.__jupyter_widgets_assets_path__ = assets;
+  //    That variable is read only after the bundle's style sheets have been built: each AMD module of
+  //    the bundle takes its asset folder from its own require.js URL (module.uri), which by default is
+  //    <page folder>/<module id>.js, so the Font Awesome fonts were requested from
+  //    chapters/@jupyter-widgets/html-manager/dist/ (three 404s per widget page, .woff2 then .woff then
+  //    .ttf). require.js reads a global `require` object as its configuration when it loads (this file
+  //    runs just before it): map every module id of the bundle into the vendored folder.
+  if (typeof window.require === "undefined") {
+    var ids = [
+      "@jupyter-widgets/base",
+      "@jupyter-widgets/base7",
+      "@jupyter-widgets/controls",
+      "@jupyter-widgets/controls7",
+      "@jupyter-widgets/html-manager",
+      "@jupyter-widgets/html-manager/dist/libembed-amd",
+    ];
+    var paths = {};
+    ids.forEach(function (id) {
+      paths[id] = assets + id.split("/").pop();
+    });
+    window.require = { paths: paths };
+  }
 
   // 2. The widget bundle typesets labels with the MathJax 2 API
   //    (MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])) whenever window.MathJax

@@ -32,7 +32,11 @@ from seqsae_lib.utils.checks import check_choice, check_int
 __all__ = ["Condition", "CONDITIONS", "CONTROLS", "RECORDED_DIR", "run_condition", "load_conditions"]
 
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
-"""Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``)."""
+"""Folder of the recorded study tables (``conditions.csv``, ``condition_verdicts.csv``, ``conditions.json``),
+``experiments/recorded/`` inside the installed package.
+
+:meta hide-value:
+"""
 
 CONTROLS: tuple[str, ...] = ("SAE before training", "untrained SAE", "random rotation", "hidden dims", "PCA")
 """The unit types every SAE is compared with, in the tables' order."""

@@ -98,7 +98,7 @@ def plot_median_cis(
         raise ValueError(f"scores {unknown} are not in summary (it has {sorted(set(summary['score']))})")
     names = list(dict.fromkeys(summary["unit_type"])) if order is None else list(order)
     if axes is None:
-        _, axes = plt.subplots(1, len(scores), figsize=(max(4.2 * len(scores), 6.0), 0.45 * len(names) + 1.4),
+        _, axes = plt.subplots(1, len(scores), figsize=(min(max(3.7 * len(scores), 6.0), 7.6), 0.45 * len(names) + 1.4),
                                layout="constrained", squeeze=False)
     axes = np.atleast_1d(axes).ravel()
     for ax, score in zip(axes, scores):

@@ -2,10 +2,15 @@
 
 Introduced in chapter 1; later chapters add their figures here.
 The chapters call these so the notebooks keep teaching code, not plotting boilerplate.
+
+Sizes: the book shows a figure at most about 600 px wide (the text column of a 1200 px browser window) and
+draws it at 100 px per inch, so a figure wider than 6 inches is scaled down. Every figure here is at most 7.6
+inches wide and uses no text under 8.5 points, which keeps all text at 9 px or more on the page.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -93,7 +98,7 @@ def plot_split(
 
     Introduced in chapter 1.
     """
-    ax = _axis(ax, (9.0, 3.2))
+    ax = _axis(ax, (7.4, 3.8))
     seq = data.sequences[user]
     shown = seq[-last:]
     roles = ["train"] * (len(shown) - 2) + ["validation target", "test target"]
@@ -105,16 +110,17 @@ def plot_split(
         ax.scatter([], [], color=c, s=80, label=role)
     titles = data.titles(shown)
     for xi, title in zip(x, titles):
-        ax.text(xi, 0.08, title[:28], rotation=35, ha="left", va="bottom", fontsize=8)
+        ax.text(xi, 0.08, _short_title(title, 24), rotation=40, ha="left", va="bottom", fontsize=9)
     ax.plot(x, np.zeros_like(x), color="grey", zorder=1)
     ax.set_ylim(-0.3, 1.6)
     ax.set_yticks([])
     ax.set_xlabel("position in the user's sequence (chronological)")
     ax.set_title(
-        f"user {int(data.user_ids[user])}: last {len(shown)} of {len(seq)} interactions; "
-        f"validation input = positions 0..{len(seq) - 3}, test input = 0..{len(seq) - 2}"
+        f"user {int(data.user_ids[user])}: last {len(shown)} of {len(seq)} interactions\n"
+        f"validation input = positions 0..{len(seq) - 3}, test input = 0..{len(seq) - 2}", fontsize=11
     )
-    ax.legend(frameon=False, loc="upper left", ncol=3)
+    ax.set_xlim(x[0] - 0.5, x[-1] + 2.5)  # room for the last titles, which lean to the right
+    ax.legend(frameon=False, loc="upper left", ncol=3, fontsize=9)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     return ax
@@ -136,9 +142,12 @@ def plot_topic_transitions(data: "SequenceData", ax: "Axes | None" = None) -> "A
         t = data.item_topic[seq]
         np.add.at(counts, (t[:-1], t[1:]), 1)
     probs = counts / counts.sum(1, keepdims=True)
-    frame = pd.DataFrame(probs, index=data.genre_names, columns=data.genre_names)
-    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0, vmax=1, annot=True, fmt=".2f", annot_kws={"size": 7},
-                cbar_kws={"label": "probability"})
+    # Names like "topic 3" become "3" on the ticks (the axis labels say "topic"): the full names ran together.
+    names = [n[len("topic "):] if str(n).startswith("topic ") else str(n) for n in data.genre_names]
+    frame = pd.DataFrame(probs, index=names, columns=names)
+    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0, vmax=1, annot=True, fmt=".2f",
+                annot_kws={"size": 9 if k <= 8 else 8.5}, cbar_kws={"label": "probability"})
+    ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel("topic of the next item")
     ax.set_ylabel("topic of the current item")
     ax.set_title("planted structure: users mostly stay on a topic")
@@ -156,7 +165,7 @@ def plot_sae_frontier(grid: pd.DataFrame, ax: "Axes | None" = None) -> "Axes":
         line = ax.plot(rows["l0"], rows["fvu"], marker="o", label=f"{d_sae} latents")[0]
         for _, r in rows.iterrows():
             ax.annotate(f"k={int(r['k'])}", (r["l0"], r["fvu"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7, color=line.get_color())
+                        fontsize=8.5, color=line.get_color())
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("L0: active latents per vector (log scale)")
@@ -187,7 +196,7 @@ def plot_sae_training(histories: "dict[str, object]", axes: "np.ndarray | None" 
     Introduced in chapter 3.
     """
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9.6, 3.4), layout="constrained")
+        _, axes = plt.subplots(1, 2, figsize=(7.4, 3.4), layout="constrained")
     for name, history in histories.items():
         frame = history.to_frame()  # type: ignore[attr-defined]
         axes[0].plot(frame["vectors"], frame["fvu"], label=name)
@@ -206,6 +215,14 @@ def _short(title: str, width: int = 38) -> str:
     return title if len(title) <= width else title[: width - 1] + "…"
 
 
+def _short_title(title: str, width: int) -> str:
+    """A film title cut to ``width`` characters, keeping its "(year)" at the end."""
+    match = re.match(r"^(.*?)\s*(\(\d{4}\))$", title)
+    if len(title) <= width or not match:
+        return _short(title, width)
+    return _short(match.group(1), width - len(match.group(2)) - 1) + " " + match.group(2)
+
+
 def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_items: int = 6) -> "Figure":
     """One latent on one figure: what it fires on (genres, decades, activations) and what it promotes.
 
@@ -216,13 +233,13 @@ def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_ite
     that switch it on most.
     """
     if fig is None:
-        fig = plt.figure(figsize=(10.5, 6.2))
+        fig = plt.figure(figsize=(7.6, 6.8))
     # Fixed margins instead of a constrained layout: the browser redraws a card on every pick, and the
     # layout solver was most of the drawing time.
-    axes = fig.subplots(2, 2, gridspec_kw={"left": 0.11, "right": 0.98, "top": 0.91, "bottom": 0.08,
-                                            "wspace": 0.32, "hspace": 0.38})
+    axes = fig.subplots(2, 2, gridspec_kw={"left": 0.13, "right": 0.98, "top": 0.89, "bottom": 0.08,
+                                            "wspace": 0.42, "hspace": 0.36})
     freq = float(card.stats.get("frequency", 0.0))
-    fig.suptitle(f"Latent {card.latent}: {card.label}  (confidence {card.confidence:.2f}, "
+    fig.suptitle(f"Latent {card.latent}: {card.label}\n(confidence {card.confidence:.2f}, "
                  f"fires on {freq:.2%} of positions)", fontsize=11)
     for ax, profile, what in ((axes[0, 0], "genre:next", "genre"), (axes[0, 1], "decade:next", "release decade")):
         rows = card.profile(profile)
@@ -237,21 +254,26 @@ def plot_feature_card(card: "FeatureCard", fig: "Figure | None" = None, *, n_ite
         y = np.arange(len(rows))
         ax.barh(y - 0.2, rows["share"], height=0.4, color="#C44E52", label="where it fires")
         ax.barh(y + 0.2, rows["base_rate"], height=0.4, color="#BBBBBB", label="all positions")
-        ax.set_yticks(y, [str(c) for c in rows.index], fontsize=8)
-        ax.set_xlabel(f"share of next items by {what}")
-        ax.legend(frameon=False, fontsize=8, loc="lower right")
+        ax.set_yticks(y, [str(c) for c in rows.index], fontsize=9)
+        ax.tick_params(axis="x", labelsize=9)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.set_xlabel(f"share of next items by {what}", fontsize=9.5)
+        ax.legend(frameon=False, fontsize=8.5, loc="lower right")
     ax = axes[1, 0]
     if len(card.activations):
         ax.hist(card.activations, bins=40, color="#4C72B0", edgecolor="white")
         ax.set_yscale("log")
-    ax.set_xlabel("activation when firing")
-    ax.set_ylabel("positions (log)")
+    ax.set_xlabel("activation when firing", fontsize=9.5)
+    ax.set_ylabel("positions (log)", fontsize=9.5)
+    ax.tick_params(labelsize=9)
     ax = axes[1, 1]
     ax.set_axis_off()
-    lines = ["Pushes up:"] + [f"  {_short(t)}" for t in card.promoted.get("title", pd.Series(dtype=str))[:n_items]]
-    lines += ["Pushes down:"] + [f"  {_short(t)}" for t in card.suppressed.get("title", pd.Series(dtype=str))[:3]]
-    lines += ["Switched on by watching:"] + [f"  {_short(t)}" for t in card.driving.get("title", pd.Series(dtype=str))[:3]]
-    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8.5, family="monospace",
+    width = 32  # characters: the text panel is half of a 7.6-inch card
+    lines = ["Pushes up:"] + [f"  {_short(t, width)}" for t in card.promoted.get("title", pd.Series(dtype=str))[:n_items]]
+    lines += ["Pushes down:"] + [f"  {_short(t, width)}" for t in card.suppressed.get("title", pd.Series(dtype=str))[:3]]
+    lines += ["Switched on by watching:"] + [f"  {_short(t, width)}"
+                                             for t in card.driving.get("title", pd.Series(dtype=str))[:3]]
+    ax.text(-0.08, 1.02, "\n".join(lines), va="top", ha="left", fontsize=9, family="monospace",
             transform=ax.transAxes)
     return fig
 
@@ -266,15 +288,23 @@ def plot_unit_type_comparison(results: "dict[str, pd.DataFrame]", scores: "tuple
     names = {"auc_next": "best-genre ROC-AUC (next item)", "auc_input": "best-genre ROC-AUC (input item)",
              "purity_lift": "top-N genre purity lift", "js": "Jensen-Shannon separability",
              "ms": "MS: top-item similarity"}
-    if axes is None:
-        _, axes = plt.subplots(1, len(scores), figsize=(3.0 * len(scores), 3.6), layout="constrained")
-    axes = np.atleast_1d(axes)
+    if axes is None:  # at most two panels a row, so that the figure stays readable at page width
+        ncols = min(len(scores), 2)
+        nrows = -(-len(scores) // ncols)
+        _, axes = plt.subplots(nrows, ncols, figsize=(7.4, 0.25 * len(results) * nrows + 1.3 * nrows + 0.2),
+                               layout="constrained", squeeze=False)
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes[len(scores):]:
+        ax.set_axis_off()
     labels = list(results)
     for ax, score in zip(axes, scores):
         data = [results[name][score].to_numpy() for name in labels]
         ax.boxplot(data, vert=False, showfliers=False, medianprops={"color": "#C44E52", "linewidth": 2})
-        ax.set_yticks(np.arange(1, len(labels) + 1), labels if ax is axes[0] else [""] * len(labels))
-        ax.set_xlabel(names.get(score, score), fontsize=9)
+        spec = ax.get_subplotspec()
+        first_column = spec is None or spec.is_first_col()
+        ax.set_yticks(np.arange(1, len(labels) + 1), labels if first_column else [""] * len(labels))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+        ax.set_xlabel(names.get(score, score))
         ax.invert_yaxis()
     return axes
 
@@ -285,7 +315,7 @@ def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = Non
     Introduced in chapter 4; values are
     :func:`~seqsae_lib.interpret.unit_types.planted_recovery` outputs.
     """
-    ax = _axis(ax)
+    ax = _axis(ax, (6.4, 4.4))
     width = 0.8 / max(len(recoveries), 1)
     threshold = None
     for i, (name, rec) in enumerate(recoveries.items()):
@@ -299,7 +329,8 @@ def plot_planted_recovery(recoveries: "dict[str, dict]", ax: "Axes | None" = Non
     ax.set_xlabel("planted topic")
     ax.set_ylabel("best ROC-AUC of any single unit")
     ax.set_ylim(0.5, 1.01)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    # Below the axes: inside, the legend covered the bars.
+    ax.legend(frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.set_title("Does some unit detect each planted topic?")
     return ax
 

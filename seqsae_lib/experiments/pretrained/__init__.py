@@ -25,7 +25,10 @@ __all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES
            "train_from_recipe", "sasrec_weights_sha256", "sae_provenance", "shipped_pipeline"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
-"""Folder holding the shipped checkpoints (``<name>.pt`` + ``<name>.json``)."""
+"""Folder holding the shipped checkpoints (``<name>.pt`` + ``<name>.json``), ``pretrained/`` inside the installed package.
+
+:meta hide-value:
+"""
 
 
 @dataclass(frozen=True)
