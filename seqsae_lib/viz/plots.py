@@ -299,7 +299,7 @@ def plot_unit_type_comparison(results: "dict[str, pd.DataFrame]", scores: "tuple
     labels = list(results)
     for ax, score in zip(axes, scores):
         data = [results[name][score].to_numpy() for name in labels]
-        ax.boxplot(data, vert=False, showfliers=False, medianprops={"color": "#C44E52", "linewidth": 2})
+        ax.boxplot(data, orientation="horizontal", showfliers=False, medianprops={"color": "#C44E52", "linewidth": 2})
         spec = ax.get_subplotspec()
         first_column = spec is None or spec.is_first_col()
         ax.set_yticks(np.arange(1, len(labels) + 1), labels if first_column else [""] * len(labels))
