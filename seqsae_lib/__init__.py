@@ -57,6 +57,7 @@ from seqsae_lib.steering import (
     calibrate_sliders, combine, concept_steering, evaluate_methods, evaluate_steering, get_concept,
     mean_difference_baseline, popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline,
     sae_method, score_changes, select_latents, share_at_equal_cost, showcase_concepts, showcase_user, slider_ends,
+    export_static_steering,
     steer, steered_scores, steering_methods, user_dependence,
     compare_unlabelled, unlabelled_latents, unlabelled_steering,
 )
@@ -85,7 +86,7 @@ __all__ = [
     "compare_unit_types", "compare_unlabelled", "concept_coverage", "concept_steering", "counterfactual_check",
     "density_histogram",
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
-    "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
+    "evaluate_steering", "export_static_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
     "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
     "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
     "leave_one_out", "left_pad", "load_concept_table", "load_conditions", "load_movielens", "load_pretrained_sae",
