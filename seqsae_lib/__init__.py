@@ -13,7 +13,7 @@ from seqsae_lib import data, experiments, interpret, model, sae, steering, utils
 
 # utilities
 from seqsae_lib.utils import (
-    key_figures, resolve_device, set_seed, set_threads,
+    key_figures, resolve_device, set_seed, set_threads, wrap_text,
 )
 
 # data (chapter 1)
@@ -103,7 +103,7 @@ __all__ = [
     "steer", "steered_scores", "steering_methods", "subset_coverage", "train_from_recipe", "train_sae",
     "train_sae_grid", "train_sasrec", "training_activations", "unlabelled_latents", "unlabelled_steering",
     "untrained_sae_units", "user_dependence",
-    "verdict_sentence", "weighted_summary", "widgets",
+    "verdict_sentence", "weighted_summary", "widgets", "wrap_text",
 ]
 
 __version__ = "0.1.0"

@@ -35,6 +35,20 @@ def require_ipywidgets() -> Any:
     return ipywidgets
 
 
+def _plain_text(widget: Any, text: str) -> Any:
+    """Give ``widget`` a readable plain-text form (what a notebook shows before it runs), instead of its repr."""
+    bundle = widget._repr_mimebundle_
+
+    def _repr_mimebundle_(**kwargs: Any) -> Any:
+        data = bundle(**kwargs)
+        if isinstance(data, dict):
+            data["text/plain"] = text
+        return data
+
+    widget._repr_mimebundle_ = _repr_mimebundle_
+    return widget
+
+
 def _html_table(frame: Any, columns: list[str], title: str) -> str:
     if frame is None or len(frame) == 0:
         return f"<b>{title}</b><p>(none)</p>"
@@ -269,7 +283,8 @@ def steering_widget(
     ipywidgets.VBox
         With ``set_user(user_id)``, ``sliders`` (dict name -> slider), ``meanings`` (dict name -> the HTML
         beside a calibrated slider), ``update()`` (returns the :class:`~seqsae_lib.steering.live.Recommendations`)
-        and ``last`` (the latest one).
+        and ``last`` (the latest one). Its plain-text form (shown by a notebook before it runs) is one
+        sentence, not the widget tree.
 
     Raises
     ------
@@ -393,7 +408,8 @@ def steering_widget(
     user_box.value = first
     if panel["user"] != live.user_index(first) or widget.last is None:
         set_user(first)
-    return widget
+    return _plain_text(widget, f"Steering widget for user {first} ({', '.join(live.slider_names)}): run the "
+                               "notebook to use it (it needs a running kernel).")
 
 
 _STATIC_CSS = """
