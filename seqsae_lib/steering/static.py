@@ -55,6 +55,8 @@ def _unb64(text: str) -> np.ndarray:
 
 def _grid(lo: float, hi: float, step: float) -> np.ndarray:
     n = int(round((hi - lo) / step))
+    if n < 2 or abs(n * step - (hi - lo)) > 1e-9 * max(1.0, hi - lo):
+        raise ValueError(f"step {step:g} must divide the slider range {lo:g} to {hi:g} into at least 2 steps")
     return np.round(lo + step * np.arange(n + 1), 10)
 
 
@@ -107,7 +109,7 @@ def export_static_steering(
         ``live`` not a LiveSteering, ``calibration`` not a SliderCalibration.
     ValueError
         A capture point other than ``"final"`` (steering is then not a score bonus), a calibration of other
-        sliders, no users, a bad step or history.
+        sliders, no users, a step that does not divide the slider range, a bad history.
     KeyError
         An unknown user id (the message names the valid range).
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -93,6 +94,12 @@ def test_bad_inputs(live, calibrations, tiny_seq):
         export_static_steering(live, [uid, uid])
     with pytest.raises(TypeError, match="LiveSteering"):
         export_static_steering(object(), [uid])
+    inner = copy.copy(live)
+    inner.capture_point = "block_0"  # steering there is not a score bonus: no exact static version
+    with pytest.raises(ValueError, match="only at the 'final' capture point"):
+        export_static_steering(inner, [uid])
+    with pytest.raises(ValueError, match="must divide"):
+        export_static_steering(live, [uid], calibration=calibrations["default"], step=0.3)
     payload = export_static_steering(live, [uid], calibration=calibrations["default"])
     with pytest.raises(ValueError, match="not on its grid"):
         static_top_k(payload, uid, {live.slider_names[0]: 0.0123})
