@@ -18,10 +18,10 @@ position), and :func:`static_top_k` is the reference of the arithmetic the page'
 (``seqsae_lib/viz/static_steering.js``, embedded by :func:`seqsae_lib.viz.widgets.static_steering_html`)
 does, for tests.
 
-**Pruning.** For one user, with every slider's strength within ``[lo, hi]``, item ``i``'s steered score lies
-in ``[LB_i, UB_i]`` (``base_i`` plus the smallest / largest bonus the box allows). An item whose ``UB_i`` is
-below the ``k``-th largest ``LB`` is beaten by ``k`` items at every setting and can never be shown; the
-payload leaves it out. The rest is exact.
+**Pruning.** For one user, with every slider's strength within ``[lo, hi]``, an item that ``k`` other items beat
+at every setting of the sliders can never be shown, and the payload leaves it out: first by each item's score
+range alone (``base_i`` plus the smallest / largest bonus the box allows), then by pairs, since one slider moves
+both items' scores (:data:`PRUNE_MARGIN` keeps float rounding on the safe side). The rest is exact.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from seqsae_lib.steering.calibration import SliderCalibration
 from seqsae_lib.steering.live import RERANK_PREFIX, LiveSteering
 from seqsae_lib.utils.checks import check_float, check_int
 
-__all__ = ["STATIC_FORMAT", "export_static_steering", "payload_size", "static_top_k"]
+__all__ = ["PRUNE_MARGIN", "STATIC_FORMAT", "export_static_steering", "payload_size", "static_top_k"]
 
 STATIC_FORMAT = "seqsae-static-steering/1"
 """Version tag of the payload (the page's script checks it)."""
@@ -53,11 +53,58 @@ def _unb64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
 
 
+def _number(w: float) -> int | float:
+    """A concept weight as short JSON: 0 and 1 as integers."""
+    return int(w) if float(w).is_integer() else round(float(w), 4)
+
+
 def _grid(lo: float, hi: float, step: float) -> np.ndarray:
     n = int(round((hi - lo) / step))
     if n < 2 or abs(n * step - (hi - lo)) > 1e-9 * max(1.0, hi - lo):
         raise ValueError(f"step {step:g} must divide the slider range {lo:g} to {hi:g} into at least 2 steps")
     return np.round(lo + step * np.arange(n + 1), 10)
+
+
+PRUNE_MARGIN = 1e-3
+"""Score margin (logits) by which an item must be beaten at every setting to be left out of a user's candidates:
+well above the float rounding between the library's float32 products and the page's float64 sums."""
+
+
+def _candidates(scores: np.ndarray, B: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: int,
+                low_part: Any, high_part: Any) -> np.ndarray:
+    """Item ids that can reach the top-k somewhere in the box of strengths ``[lo, hi]`` (see the module docstring).
+
+    Two safe bounds: first each item's score range alone (drop ``i`` when ``k`` items score more at their lowest
+    than ``i`` at its highest), then pairs (drop ``i`` when ``k`` items ``j`` beat it at every setting:
+    ``base_j - base_i + sum_c min(lo_c (B_cj - B_ci), hi_c (B_cj - B_ci)) > 0``; one slider moves both items'
+    scores, so this is tighter).
+    """
+    ok = np.isfinite(scores)
+    lower = np.where(ok, scores + low_part, -np.inf)
+    upper = np.where(ok, scores + high_part, -np.inf)
+    kth = np.sort(lower)[::-1][k - 1]
+    items = np.flatnonzero(ok & (upper >= kth - PRUNE_MARGIN))
+    if len(items) <= k:
+        return items
+    base = scores[items].astype(np.float64)
+    gap = base[None, :] - base[:, None]  # gap[i, j]: how much j beats i at strength 0
+    for c in range(len(B)):
+        diff = B[c, items][None, :] - B[c, items][:, None]
+        gap += np.minimum(lo[c, 0] * diff, hi[c, 0] * diff)
+    np.fill_diagonal(gap, -np.inf)
+    always_beaten_by = (gap > PRUNE_MARGIN).sum(axis=1)
+    return items[always_beaten_by < k]
+
+
+def _bits(positions: np.ndarray, n: int) -> str:
+    """Base64 of a little-endian bit mask of length ``n`` with ``positions`` set."""
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    return base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode("ascii")
+
+
+def _unbits(text: str, n: int) -> np.ndarray:
+    return np.flatnonzero(np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), bitorder="little")[:n])
 
 
 def export_static_steering(
@@ -100,8 +147,8 @@ def export_static_steering(
         grid value), ``bonus`` (base64 little-endian float32 over ``items``) and, when calibrated,
         ``share``/``cost`` at each grid value and ``low``/``unsteered``/``high``/``note``), ``items`` (``id``,
         ``title``, ``genres``, and ``weights``: per slider, the concept weight of each item), ``users`` (per
-        user: ``id``, ``history``, ``items`` (indices into ``items``), ``base`` (base64 float32 unsteered
-        scores)), and ``reference_ndcg``/``budget`` when calibrated.
+        user: ``id``, ``history``, ``items`` (base64 little-endian bit mask over ``items``: the user's candidates),
+        ``base`` (base64 float32 unsteered scores of the candidates, in ``items`` order)), and ``reference_ndcg``/``budget`` when calibrated.
 
     Raises
     ------
@@ -167,13 +214,7 @@ def export_static_steering(
     base_scores: dict[int, np.ndarray] = {}
     for u in users:
         scores = live.base_scores(u)  # float32, -inf on seen items and the padding id
-        ok = np.isfinite(scores)
-        lower = np.where(ok, scores + low_part, -np.inf)
-        upper = np.where(ok, scores + high_part, -np.inf)
-        kth = np.sort(lower)[::-1][k - 1]
-        margin = 1e-4 * max(1.0, abs(float(kth)))  # float rounding: keep borderline items
-        items = np.flatnonzero(ok & (upper >= kth - margin))
-        keep[u], base_scores[u] = items, scores
+        keep[u], base_scores[u] = _candidates(scores, B, lo, hi, k, low_part, high_part), scores
     all_items = np.unique(np.concatenate(list(keep.values())))
     position = {int(i): j for j, i in enumerate(all_items)}
     titles, genres = live._titles, live._genres
@@ -186,7 +227,7 @@ def export_static_steering(
         "sliders": [{**s, "bonus": _b64(b[all_items])} for s, b in zip(sliders, bonuses)],
         "items": {"id": [int(i) for i in all_items], "title": [str(titles[i]) for i in all_items],
                   "genres": [str(genres[i]) for i in all_items],
-                  "weights": [[round(float(w), 4) for w in masks[live._mask_index.get_loc(s["name"]), all_items]]
+                  "weights": [[_number(w) for w in masks[live._mask_index.get_loc(s["name"]), all_items]]
                               for s in sliders]},
         "users": [],
     }
@@ -195,7 +236,8 @@ def export_static_steering(
     for uid, u in zip(user_ids, users):
         recent = live.seq_data.history(u, last=history)["title"].tolist() if history else []
         payload["users"].append({"id": int(uid), "history": [str(t) for t in recent],
-                                 "items": [position[int(i)] for i in keep[u]],
+                                 "items": _bits(np.array([position[int(i)] for i in keep[u]], dtype=np.int64),
+                                                len(all_items)),
                                  "base": _b64(base_scores[u][keep[u]])})
     return payload
 
@@ -241,7 +283,7 @@ def static_top_k(payload: Mapping[str, Any], user_id: int,
     unknown = set(values) - set(sliders)
     if unknown:
         raise KeyError(f"unknown sliders {sorted(unknown)}; the payload has {list(sliders)}")
-    idx = np.asarray(user["items"], dtype=np.int64)
+    idx = _unbits(user["items"], len(payload["items"]["id"]))
     scores = _unb64(user["base"]).astype(np.float64)
     for s in payload["sliders"]:
         v = float(values.get(s["name"], 0.0))

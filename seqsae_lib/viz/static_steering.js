@@ -15,6 +15,12 @@
     return out;
   }
 
+  function bits(b64, n) {  // indices set in a little-endian bit mask
+    var bin = atob(b64), out = [];
+    for (var j = 0; j < n; j++) { if ((bin.charCodeAt(j >> 3) >> (j & 7)) & 1) { out.push(j); } }
+    return out;
+  }
+
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     for (var key in (attrs || {})) { node.setAttribute(key, attrs[key]); }
@@ -37,7 +43,9 @@
       s.values.forEach(function (v, i) { if (Math.abs(v) < Math.abs(s.values[best])) { best = i; } });
       return best;
     });
-    var users = data.users.map(function (u) { return {id: u.id, history: u.history, items: u.items, base: floats(u.base)}; });
+    var users = data.users.map(function (u) {
+      return {id: u.id, history: u.history, items: bits(u.items, ids.length), base: floats(u.base)};
+    });
     var state = {user: 0, pos: zero.slice()};
 
     function topK(user, pos) {

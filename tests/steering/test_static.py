@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import seqsae_lib as sl
-from seqsae_lib.steering.static import export_static_steering, payload_size, static_top_k
+from seqsae_lib.steering.static import _unbits, export_static_steering, payload_size, static_top_k
 
 K = 5
 TIE = 1e-4  # scores closer than this may swap places (float32 matrix product vs float64 sum of bonuses)
@@ -67,7 +67,8 @@ def test_pruning_keeps_every_item_that_can_reach_the_top_k(live, calibrations, t
     calibration = calibrations["default"]
     uid = int(tiny_seq.users["user_id"].iloc[0])
     payload = export_static_steering(live, [uid], calibration=calibration)
-    candidates = {payload["items"]["id"][j] for j in payload["users"][0]["items"]}
+    ids = payload["items"]["id"]
+    candidates = {ids[j] for j in _unbits(payload["users"][0]["items"], len(ids))}
     assert len(candidates) < tiny_seq.num_items  # something was pruned...
     for signs in np.array(np.meshgrid(*[[-1, 0, 1]] * len(live.slider_names))).T.reshape(-1, len(live.slider_names)):
         rec = live.recommend(live.user_index(uid), calibration.strengths(dict(zip(live.slider_names, signs))))
