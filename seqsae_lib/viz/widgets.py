@@ -415,7 +415,7 @@ def steering_widget(
 _STATIC_CSS = """
 .seqsae-ss { border: 1px solid #bbb; border-radius: 6px; padding: 0.6em 0.8em; margin: 0.5em 0; }
 .seqsae-ss-head { display: flex; gap: 1em; align-items: baseline; flex-wrap: wrap; }
-.seqsae-ss-row { display: flex; gap: 0.6em; align-items: center; flex-wrap: wrap; margin: 0.15em 0; }
+.seqsae-ss-row { display: flex; gap: 0.2em 0.6em; align-items: center; flex-wrap: wrap; margin: 0.1em 0 0.7em; }
 .seqsae-ss-name { width: 8em; font-weight: 600; }
 .seqsae-ss-row input[type=range] { width: 14em; }
 .seqsae-ss-readout { width: 7em; font-family: monospace; }
