@@ -184,7 +184,7 @@ def export_static_steering(
     emb = model.item_emb.weight.detach()  # (num_items + 1, d): the tied output head
     sliders: list[dict[str, Any]] = []
     bonuses: list[np.ndarray] = []  # float32 over item ids 0..num_items
-    for row, name in enumerate(live.slider_names):
+    for name in live.slider_names:
         if calibration is None:
             values = _grid(-max_strength, max_strength, step)
             key, strengths, entry = name, values, {"operator": "SAE latents"}
