@@ -23,8 +23,7 @@ HTML = Path(os.environ.get("SEQSAE_BOOK_HTML", REPO / "_build" / "html"))
 CHROMIUM = os.environ.get("SEQSAE_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
 # Known console errors that another change fixes (issue 18, part 4): the page template declares THEBE_JS_URL twice
-# and reads an invalid theme mode; the widget pages ask for a font the html-manager bundle does not ship and every
-# page for a favicon. TO BE EMPTIED once that fix is merged: the test is then strict about every message.
+# and reads an invalid theme mode. TO BE EMPTIED once that fix is merged: the test is then strict about every message.
 KNOWN_CONSOLE_ERRORS: tuple[str, ...] = (
     "Identifier 'THEBE_JS_URL' has already been declared",
     "Got invalid theme mode",
@@ -38,7 +37,6 @@ forgiven with it. TO BE EMPTIED with KNOWN_CONSOLE_ERRORS."""
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 STEERING_PAGE = "chapters/05_steering.html"
 VIEWS = 'script[type="application/vnd.jupyter.widget-view+json"]'
-
 
 
 def _pages() -> list[Path]:
@@ -112,6 +110,9 @@ def test_every_page_loads_offline_without_console_errors(browser):
                     f"{views - rendered} of {views} saved widgets not rendered"
         page.wait_for_timeout(200)  # late console messages (widget rendering, MathJax)
         bad, missing = _unknown(errors, failed)
+        print(f"{path.relative_to(HTML)}: {len(bad)} console errors ({len(errors) - len(bad)} known), "
+              f"{len(remote)} non-local requests, {len(missing)} missing files ({len(failed) - len(missing)} known), "
+              f"{views} saved widgets")
         if bad or remote or missing:
             problems.setdefault(str(path.relative_to(HTML)), {}).update(
                 {"console errors": bad, "non-local requests": remote, "failed requests": missing})
