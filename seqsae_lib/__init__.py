@@ -13,7 +13,7 @@ from seqsae_lib import data, experiments, interpret, model, sae, steering, utils
 
 # utilities
 from seqsae_lib.utils import (
-    key_figures, resolve_device, set_seed, set_threads,
+    key_figures, resolve_device, set_seed, set_threads, wrap_text,
 )
 
 # data (chapter 1)
@@ -57,6 +57,7 @@ from seqsae_lib.steering import (
     calibrate_sliders, combine, concept_steering, evaluate_methods, evaluate_steering, get_concept,
     mean_difference_baseline, popularity_concept, preactivation_std, random_latent_baseline, rerank_baseline,
     sae_method, score_changes, select_latents, share_at_equal_cost, showcase_concepts, showcase_user, slider_ends,
+    export_static_steering,
     steer, steered_scores, steering_methods, user_dependence,
     compare_unlabelled, unlabelled_latents, unlabelled_steering,
 )
@@ -85,8 +86,9 @@ __all__ = [
     "compare_unit_types", "compare_unlabelled", "concept_coverage", "concept_steering", "counterfactual_check",
     "density_histogram",
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
-    "evaluate_steering", "explain_final", "explain_inner", "explain_top_k", "explanations_table",
-    "fair_unit_scores", "fidelity_per_user", "initial_sae", "fingerprint_differences", "fire_counts", "frequency_matched_scores",
+    "evaluate_steering", "export_static_steering", "explain_final", "explain_inner", "explain_top_k",
+    "explanations_table", "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts",
+    "frequency_matched_scores", "initial_sae", "initial_sae_units",
     "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
     "leave_one_out", "left_pad", "load_concept_table", "load_conditions", "load_movielens", "load_pretrained_sae",
     "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
@@ -101,8 +103,8 @@ __all__ = [
     "shipped_pipeline", "showcase_concepts", "showcase_user", "slider_ends", "sparse_dictionary_data", "splice",
     "steer", "steered_scores", "steering_methods", "subset_coverage", "train_from_recipe", "train_sae",
     "train_sae_grid", "train_sasrec", "training_activations", "unlabelled_latents", "unlabelled_steering",
-    "untrained_sae_units", "initial_sae_units", "user_dependence",
-    "verdict_sentence", "weighted_summary", "widgets",
+    "untrained_sae_units", "user_dependence",
+    "verdict_sentence", "weighted_summary", "widgets", "wrap_text",
 ]
 
 __version__ = "0.1.0"

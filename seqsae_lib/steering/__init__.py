@@ -16,7 +16,9 @@ Introduced in chapter 5.
   against principal and random directions;
 * :mod:`~seqsae_lib.steering.live`: the engine of the steering widget;
 * :mod:`~seqsae_lib.steering.calibration` / :mod:`~seqsae_lib.steering.showcase`: its sliders in a reader's
-  unit (the share of an average user's top-k, with the NDCG cost), and the concepts and user the book shows.
+  unit (the share of an average user's top-k, with the NDCG cost), and the concepts and user the book shows;
+* :mod:`~seqsae_lib.steering.static`: the payload of the steering widget that runs in the rendered book, without
+  a kernel.
 """
 
 from seqsae_lib.steering.baselines import (
@@ -76,6 +78,7 @@ from seqsae_lib.steering.selection import (
     select_latents,
 )
 from seqsae_lib.steering.showcase import showcase_concepts, showcase_user, slider_ends
+from seqsae_lib.steering.static import STATIC_FORMAT, export_static_steering, payload_size, static_top_k
 from seqsae_lib.steering.tradeoffs import gini, jaccard_at_k, pareto_front, share_at_equal_cost
 from seqsae_lib.steering.unlabelled import (
     UNLABELLED_COLUMNS,
@@ -96,6 +99,7 @@ __all__ = [
     "RERANK_GRID",
     "SAE_GRID",
     "SELECTION_COLUMNS",
+    "STATIC_FORMAT",
     "SliderCalibration",
     "SliderCurve",
     "Concept",
@@ -131,6 +135,7 @@ __all__ = [
     "edit_delta",
     "evaluate_methods",
     "evaluate_steering",
+    "export_static_steering",
     "genre_concept",
     "get_concept",
     "gini",
@@ -140,6 +145,7 @@ __all__ = [
     "latent_promotion",
     "mean_difference_baseline",
     "pareto_front",
+    "payload_size",
     "popularity_concept",
     "preactivation_std",
     "random_latent_baseline",
@@ -152,6 +158,7 @@ __all__ = [
     "showcase_concepts",
     "showcase_user",
     "slider_ends",
+    "static_top_k",
     "steer",
     "steered_scores",
     "steering_methods",

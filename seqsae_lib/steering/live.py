@@ -207,6 +207,20 @@ class LiveSteering:
             )
         return self._cache[user]
 
+    def base_scores(self, user: int) -> np.ndarray:
+        """The user's unsteered scores over item ids ``0..num_items`` (float32), ``-inf`` where never recommended.
+
+        Introduced in chapter 5 (the static widget's payload, :func:`~seqsae_lib.steering.static.export_static_steering`):
+        ``-inf`` for the padding id and the items of the user's input sequence.
+
+        Raises
+        ------
+        KeyError
+            Unknown user index.
+        """
+        base = self._user(user)
+        return base.cache.scores()[0].masked_fill(base.seen, float("-inf")).numpy().copy()
+
     def _top(self, scores: torch.Tensor, seen: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item ids and their scores, best first, seen items left out."""
         s = scores[0].masked_fill(seen, float("-inf"))

@@ -4,11 +4,11 @@ Introduced in chapter 1.
 """
 
 from seqsae_lib.utils.checks import check_choice, check_float, check_int, latent_ids
-from seqsae_lib.utils.reporting import KeyFigureMismatchError, key_figures
+from seqsae_lib.utils.reporting import KeyFigureMismatchError, key_figures, wrap_text
 from seqsae_lib.utils.runtime import resolve_device, set_seed, set_threads
 from seqsae_lib.utils.torchutils import eval_mode
 
 __all__ = [
     "KeyFigureMismatchError", "check_choice", "check_float", "check_int", "eval_mode", "key_figures", "latent_ids",
-    "resolve_device", "set_seed", "set_threads",
+    "resolve_device", "set_seed", "set_threads", "wrap_text",
 ]

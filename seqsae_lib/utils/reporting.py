@@ -18,6 +18,8 @@ variables switch on its test roles:
   ``make test`` sets it for the chapters.
 * ``SEQSAE_KEY_FIGURES_LOG``: path of a JSON-lines file to which every value is appended (how the spread
   script collects them).
+
+:func:`wrap_text` wraps the long sentences the library writes (verdicts) for printing.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import json
 import math
 import numbers
 import os
+import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CHECK_ENV_VAR", "LOG_ENV_VAR", "KeyFigureMismatchError", "check_key_figures", "key_figures"]
+__all__ = ["CHECK_ENV_VAR", "LOG_ENV_VAR", "KeyFigureMismatchError", "check_key_figures", "key_figures", "wrap_text"]
 
 CHECK_ENV_VAR = "SEQSAE_KEY_FIGURES_CHECK"
 """Environment variable naming the reference file that :func:`key_figures` checks values against."""
@@ -111,3 +115,27 @@ def key_figures(**values: object) -> None:
         except (OSError, json.JSONDecodeError) as exc:
             raise KeyFigureMismatchError(f"cannot read the key-figure reference {path}: {exc}") from exc
         check_key_figures(numbers_, reference, source=path.name)
+
+
+def wrap_text(sentences: str | Iterable[str], width: int = 100, indent: str = "") -> str:
+    """One or more sentences wrapped to ``width`` characters for printing, separated by blank lines.
+
+    Introduced in chapter 5 (its verdict sentences are one long line each). Words are never broken;
+    continuation lines are indented by ``indent`` too.
+
+    Raises
+    ------
+    TypeError
+        ``sentences`` neither a string nor an iterable of strings.
+    ValueError
+        ``width`` not larger than the indent plus 10.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    items = list(sentences)
+    if not all(isinstance(x, str) for x in items):
+        raise TypeError("sentences must be a string or an iterable of strings")
+    if not isinstance(width, int) or isinstance(width, bool) or width <= len(indent) + 10:
+        raise ValueError(f"width must be an integer larger than {len(indent) + 10}, got {width!r}")
+    return "\n\n".join(textwrap.fill(x, width=width, initial_indent=indent, subsequent_indent=indent,
+                                      break_long_words=False, break_on_hyphens=False) for x in items)

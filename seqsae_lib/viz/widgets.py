@@ -8,14 +8,19 @@ reader sees the cost of each interaction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from seqsae_lib.interpret import FeatureAtlas
     from seqsae_lib.steering import LiveSteering, Recommendations, SliderCalibration
 
-__all__ = ["card_html", "feature_browser", "recommendations_html", "require_ipywidgets", "steering_widget"]
+__all__ = ["StaticWidget", "card_html", "feature_browser", "recommendations_html", "require_ipywidgets",
+           "static_steering_html", "steering_widget"]
 
 
 def require_ipywidgets() -> Any:
@@ -28,6 +33,20 @@ def require_ipywidgets() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("the widgets need ipywidgets: pip install ipywidgets (or seqsae[book])") from exc
     return ipywidgets
+
+
+def _plain_text(widget: Any, text: str) -> Any:
+    """Give ``widget`` a readable plain-text form (what a notebook shows before it runs), instead of its repr."""
+    bundle = widget._repr_mimebundle_
+
+    def _repr_mimebundle_(**kwargs: Any) -> Any:
+        data = bundle(**kwargs)
+        if isinstance(data, dict):
+            data["text/plain"] = text
+        return data
+
+    widget._repr_mimebundle_ = _repr_mimebundle_
+    return widget
 
 
 def _html_table(frame: Any, columns: list[str], title: str) -> str:
@@ -264,7 +283,8 @@ def steering_widget(
     ipywidgets.VBox
         With ``set_user(user_id)``, ``sliders`` (dict name -> slider), ``meanings`` (dict name -> the HTML
         beside a calibrated slider), ``update()`` (returns the :class:`~seqsae_lib.steering.live.Recommendations`)
-        and ``last`` (the latest one).
+        and ``last`` (the latest one). Its plain-text form (shown by a notebook before it runs) is one
+        sentence, not the widget tree.
 
     Raises
     ------
@@ -388,4 +408,80 @@ def steering_widget(
     user_box.value = first
     if panel["user"] != live.user_index(first) or widget.last is None:
         set_user(first)
-    return widget
+    return _plain_text(widget, f"Steering widget for user {first} ({', '.join(live.slider_names)}): run the "
+                               "notebook to use it (it needs a running kernel).")
+
+
+_STATIC_CSS = """
+.seqsae-ss { border: 1px solid #bbb; border-radius: 6px; padding: 0.6em 0.8em; margin: 0.5em 0; }
+.seqsae-ss-head { display: flex; gap: 1em; align-items: baseline; flex-wrap: wrap; }
+.seqsae-ss-row { display: flex; gap: 0.2em 0.6em; align-items: center; flex-wrap: wrap; margin: 0.1em 0 0.7em; }
+.seqsae-ss-name { width: 8em; font-weight: 600; }
+.seqsae-ss-row input[type=range] { width: 14em; }
+.seqsae-ss-readout { width: 7em; font-family: monospace; }
+.seqsae-ss-meaning { flex: 1 1 22em; }
+.seqsae-ss-table { margin-top: 0.6em; }
+.seqsae-ss-table td, .seqsae-ss-table th { padding: 0.1em 0.6em; }
+.seqsae-ss-new td { background: #e3f4e1; color: #111; }
+"""
+
+
+@dataclass(frozen=True)
+class StaticWidget:
+    """A widget that runs in the browser without a kernel: HTML with its data and script inline.
+
+    Introduced in chapter 5. Notebooks and the built book show :attr:`html`; the plain-text form (what a
+    notebook shows before it is run) is one sentence.
+    """
+
+    html: str
+    """The component: a container, the payload as inline JSON and the script (no file is fetched)."""
+    payload_bytes: int
+    """Size of the embedded payload (compact JSON), in bytes."""
+    description: str
+    """The plain-text form."""
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def static_steering_html(payload: Mapping[str, Any]) -> StaticWidget:
+    """The kernel-free steering widget: a user picker, concept sliders and the re-ranked top-k, in plain JavaScript.
+
+    Introduced in chapter 5. ``payload`` comes from
+    :func:`seqsae_lib.steering.static.export_static_steering`; the page re-ranks with the arithmetic of
+    :func:`seqsae_lib.steering.static.static_top_k` (exact at the final capture point: steering there is a score
+    bonus). Everything is inline (the payload as a JSON script element, the script from
+    ``seqsae_lib/viz/static_steering.js``), so it works offline and from ``file://``. Like the kernel widget it marks
+    new entries, lists the items that left, and shows each concept's share before and after, the overlap with the
+    unsteered list and, for calibrated sliders, the average share and NDCG cost a position implies.
+
+    Raises
+    ------
+    ValueError
+        A payload of another format.
+    """
+    from seqsae_lib.steering.static import STATIC_FORMAT
+
+    if not isinstance(payload, Mapping) or payload.get("format") != STATIC_FORMAT:
+        raise ValueError(f"expected a payload of format {STATIC_FORMAT!r} from export_static_steering")
+    data = json.dumps(payload, separators=(",", ":"))
+    size = len(data.encode("utf-8"))
+    # No "</" inside the script element (a title cannot close it); JSON reads "<\/" as "</".
+    data = data.replace("</", "<\\/")
+    uid = "seqsae-ss-" + hashlib.sha1(data.encode("utf-8")).hexdigest()[:10]
+    script = resources.files("seqsae_lib.viz").joinpath("static_steering.js").read_text(encoding="utf-8")
+    users = len(payload["users"])
+    html = (f'<style>{_STATIC_CSS}</style>'
+            f'<div class="seqsae-static-steering" id="{uid}"><p>This widget needs JavaScript: it re-ranks the '
+            f'top-{payload["k"]} of {users} users in the browser.</p></div>'
+            f'<script type="application/json" id="{uid}-data">{data}</script>'
+            f'<script>{script}\nwindow.seqsaeStaticSteering(document.getElementById("{uid}"), '
+            f'JSON.parse(document.getElementById("{uid}-data").textContent));</script>')
+    names = ", ".join(s["name"] for s in payload["sliders"])
+    description = (f"Steering widget for the browser ({users} users; sliders: {names}; payload "
+                   f"{size / 1024:.0f} KiB): it runs in the built book, or here as HTML output in a trusted notebook.")
+    return StaticWidget(html, size, description)

@@ -109,6 +109,9 @@ def test_steering_widget(live):
     assert why.startswith("<b>Why ") and "SAE error" in why
     html = sl.widgets.recommendations_html(widget.last)
     assert "Concept share" in html and "<table>" in html
+    plain = widget._repr_mimebundle_()["text/plain"]  # what a notebook shows before it runs
+    assert plain.startswith(f"Steering widget for user {uid}") and "VBox" not in plain
+    assert "application/vnd.jupyter.widget-view+json" in widget._repr_mimebundle_()
 
 
 def test_bad_histories_are_refused_on_construction(live, tiny_split):

@@ -94,3 +94,18 @@ def test_every_recorded_figure_has_a_reference_and_every_reference_a_chapter():
         assert entry["chapter"] == recorded[name]
         # a tolerance is measured, never wider than the figure itself (a sign that something is wrong)
         assert 0 < entry["abs_tol"] <= max(abs(entry["value"]), 1e-9), name
+
+
+def test_wrap_text_keeps_every_word_and_the_width():
+    from seqsae_lib.utils.reporting import wrap_text
+
+    sentences = ["Against 16 PCA directions, the latents surface films " * 6, "a short one"]
+    out = wrap_text(sentences, width=60, indent="  ")
+    assert all(len(line) <= 60 and line.startswith("  ") for line in out.splitlines() if line)
+    assert out.split() == " ".join(sentences).split()  # no word lost or broken
+    assert out.count("\n\n") == 1  # one blank line between sentences
+    assert wrap_text("x y", width=20) == "x y"
+    with pytest.raises(ValueError, match="width"):
+        wrap_text("x", width=5)
+    with pytest.raises(TypeError, match="strings"):
+        wrap_text([1, 2])
