@@ -106,12 +106,7 @@ def _cited_sources(markdown: str) -> list[str]:
     return [url for url in links if url.rstrip("/").split("doi.org/")[-1].split("/abs/")[-1] in bib]
 
 
-# Chapter 5 has its own editor; these checks pass for it once its cells are converted like the others'.
-_CHAPTER_5_PENDING = pytest.mark.xfail(strict=True, reason="chapter 5 is converted separately")
-
-
-@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
-                                     for c in _chapters()])
+@pytest.mark.parametrize("chapter", _chapters())
 def test_citations_read_in_jupyterlab(chapter):
     """JupyterLab shows MyST roles as raw text: chapters cite as (Author, year) links to the paper (its DOI, arXiv or
     web address, as in book/references.bib), which read the same in JupyterLab and in the book. The book's
@@ -231,8 +226,7 @@ def _colab_cell_script():
     return module
 
 
-@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_CHAPTER_5_PENDING) if c.endswith("05_steering") else c
-                                     for c in _chapters()])
+@pytest.mark.parametrize("chapter", _chapters())
 def test_colab_install_cell_uses_the_one_repository_url(chapter):
     """The first code cell installs the library in Colab only, from _config.yml's repository.url (the launch buttons'
     URL); `python scripts/colab_cell.py` writes it. Anywhere else it does nothing and has no output."""

@@ -22,18 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("SEQSAE_BOOK_HTML", REPO / "_build" / "html"))
 CHROMIUM = os.environ.get("SEQSAE_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
-# Known console errors that another change fixes (issue 18, part 4): the page template declares THEBE_JS_URL twice
-# and reads an invalid theme mode. TO BE EMPTIED once that fix is merged: the test is then strict about every message.
-KNOWN_CONSOLE_ERRORS: tuple[str, ...] = (
-    "Identifier 'THEBE_JS_URL' has already been declared",
-    "Got invalid theme mode",
-)
-KNOWN_MISSING_FILES: tuple[str, ...] = (
-    "/@jupyter-widgets/html-manager/dist/",  # Font Awesome files the embed bundle asks for beside the page
-    "/favicon.ico",
-)
-"""Files known to be missing (404s) that the same fix removes; each one's "Failed to load resource" console message is
-forgiven with it. TO BE EMPTIED with KNOWN_CONSOLE_ERRORS."""
+# Console errors and missing files (404s) that are known and forgiven: none. The book's own fixes (issue 18, part 4:
+# THEBE_JS_URL declared twice, an invalid theme mode, the widget bundle's font and the favicon 404s) emptied them; a
+# message that has to be forgiven again goes here, with its reason.
+KNOWN_CONSOLE_ERRORS: tuple[str, ...] = ()
+KNOWN_MISSING_FILES: tuple[str, ...] = ()
+"""Substrings of missing files' URLs whose "Failed to load resource" console messages are forgiven with them."""
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 STEERING_PAGE = "chapters/05_steering.html"
 VIEWS = 'script[type="application/vnd.jupyter.widget-view+json"]'
