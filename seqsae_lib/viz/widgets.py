@@ -120,7 +120,8 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
     ipywidgets.VBox
         With attributes ``show(latent)`` (update programmatically; returns seconds taken), ``search``,
         ``genre``, ``choice`` (the controls), ``shown`` (the latent on the card) and ``last_seconds``. After
-        every relisting (a genre or a search) the card shows the dropdown's current entry.
+        every relisting (a genre or a search) the card shows the dropdown's current entry. Its plain-text form
+        (shown by a notebook before it runs) is one sentence, not the widget's repr.
     """
     widgets = require_ipywidgets()
     import matplotlib.pyplot as plt
@@ -216,7 +217,8 @@ def feature_browser(atlas: "FeatureAtlas", latent: int | None = None, *, n_resul
         latent_id.value = first
     else:
         show(first)
-    return browser
+    return _plain_text(browser, f"Feature browser over the {atlas.d_sae:,} latents of this SAE (search a label, pick a "
+                                "genre, or type a latent id): run the notebook to use it (it needs a running kernel).")
 
 
 def recommendations_html(rec: "Recommendations", concepts: list[str] | None = None) -> str:

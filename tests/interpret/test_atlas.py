@@ -95,6 +95,8 @@ def test_feature_browser_updates(tiny_atlas):
     assert np.isfinite(browser.last_seconds)
     seconds = browser.show(1)
     assert seconds > 0 and "latent 1" in browser.children[2].value
+    plain = browser._repr_mimebundle_()["text/plain"]  # what a notebook shows before it runs: a sentence, not the repr
+    assert plain.startswith(f"Feature browser over the {tiny_atlas.d_sae:,} latents") and "VBox" not in plain
     card_page = browser.children[-1].value  # the HTML card and the contexts table
     assert card_page.startswith("<h4>Latent 1:") and "Pushes up:" in card_page and "Strongest contexts" in card_page
     assert all(t in card_page for t in tiny_atlas.card(1).promoted["title"].head(3))
