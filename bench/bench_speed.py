@@ -296,8 +296,8 @@ def library_sae(data: Tensor, held: Tensor, epochs: int, seed: int, threads: int
 SASREC_CONTENDERS: dict[str, Callable[..., tuple[list[float], list[float]]]] = {
     "seqsae train_sasrec, defaults (length_groups 4)":
         lambda w, e, s, t: library_sasrec(w, e, s, t),
-    "seqsae train_sasrec, fused_loss (length_groups 4)":
-        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=True),
+    "seqsae train_sasrec, fused_loss, length_groups 1":
+        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=True, length_groups=1),
     "seqsae train_sasrec, fused_loss, length_buckets 2, length_groups 1":
         lambda w, e, s, t: library_sasrec(w, e, s, t, length_buckets=2, fused_loss=True, length_groups=1),
     "plain PyTorch (trims padding per batch, CE only at real positions)":

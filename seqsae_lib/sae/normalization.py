@@ -289,21 +289,24 @@ def fit_encoder_scale(sae: SparseAutoencoder, x_sample: Tensor) -> float:
     from seqsae_lib.sae.sparsity import batchtopk_codes, topk_codes
 
     x = check_vectors(x_sample, sae.d_in, "activations", like=sae.W_dec).reshape(-1, sae.d_in)
-    centred = x * sae.input_scale - sae.b_dec
-    pre = centred @ sae.W_enc + sae.b_enc
     kind = sae.config.kind
-    if kind == "topk":
-        z, _ = topk_codes(pre, sae.config.k)
-    elif kind == "batchtopk":  # the training selection, with a throw-away threshold (the SAE's is left alone)
-        z, _ = batchtopk_codes(pre, sae.config.k, torch.tensor(-1.0, device=pre.device), 0.0)
-    else:
-        z = torch.relu(pre)
-    assert z is not None
-    e = (z @ sae.W_dec).double()
-    energy = float(e.pow(2).sum())
+    energy, overlap = 0.0, 0.0
+    # in chunks of 4,096 vectors (a BatchTopK chunk shares its budget, as a training batch of that size would)
+    for centred in (x * sae.input_scale - sae.b_dec).split(4096):
+        pre = centred @ sae.W_enc + sae.b_enc
+        if kind == "topk":
+            z, _ = topk_codes(pre, sae.config.k)
+        elif kind == "batchtopk":  # the training selection, with a throw-away threshold (the SAE's is left alone)
+            z, _ = batchtopk_codes(pre, sae.config.k, torch.tensor(-1.0, device=pre.device), 0.0)
+        else:
+            z = torch.relu(pre)
+        assert z is not None
+        e = (z @ sae.W_dec).double()
+        energy += float(e.pow(2).sum())
+        overlap += float((e * centred.double()).sum())
     if not energy > 0.0:
         return 1.0
-    scale = float((e * centred.double()).sum()) / energy
+    scale = overlap / energy
     if not scale > 0.0:
         return 1.0
     sae.W_enc.mul_(scale)
