@@ -64,8 +64,9 @@ class SAEOutput:
     x_hat: Tensor
     """Reconstruction, same shape and units as the input."""
 
-    z: Tensor
-    """Latent activations, shape ``(..., d_sae)``, non-negative and sparse."""
+    z: Tensor | None
+    """Latent activations, shape ``(..., d_sae)``, non-negative and sparse. ``None`` only when
+    :meth:`SparseAutoencoder.forward` was called with ``dense_codes=False`` and ``code`` holds them."""
 
     pre: Tensor
     """Pre-activations ``(s x - b_dec) W_enc + b_enc``, shape ``(..., d_sae)``."""
@@ -81,6 +82,10 @@ class SAEOutput:
 
     l1_loss: Tensor
     """``mean_n sum_i z_i ||W_dec[i]||`` for ``kind="relu"``, else 0."""
+
+    code: SparseCode | None = None
+    """The active latents of the flattened batch as ``(indices, values, offsets)`` (see
+    :mod:`seqsae_lib.sae.sparsity`), for ``"topk"`` and training-mode ``"batchtopk"``; ``None`` otherwise."""
 
 
 class SparseAutoencoder(nn.Module):
@@ -202,15 +207,17 @@ class SparseAutoencoder(nn.Module):
     def _pre(self, x: Tensor) -> Tensor:
         return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
-    def _activate(self, pre: Tensor) -> tuple[Tensor, SparseCode | None]:
-        """Latents from 2-D pre-activations, plus (indices, values, offsets) when a sparse decode applies."""
+    def _activate(self, pre: Tensor, dense: bool = True) -> tuple[Tensor | None, SparseCode | None]:
+        """Latents from 2-D pre-activations, plus (indices, values, offsets) when a sparse decode applies.
+
+        With ``dense=False`` the dense latents are not built where the sparse code holds them (``None``)."""
         kind = self.config.kind
         if kind == "relu":
             return F.relu(pre), None
         if kind == "topk":
-            return topk_codes(pre, self.config.k)
+            return topk_codes(pre, self.config.k, dense=dense)
         if self.training:
-            return batchtopk_codes(pre, self.config.k, self.threshold, self.config.threshold_momentum)
+            return batchtopk_codes(pre, self.config.k, self.threshold, self.config.threshold_momentum, dense=dense)
         if float(self.threshold) < 0:
             raise RuntimeError(
                 "BatchTopK inference threshold has not been estimated yet: train the SAE "
@@ -266,6 +273,7 @@ class SparseAutoencoder(nn.Module):
         x = self._check(x, self.d_in, "activations")
         lead = x.shape[:-1]
         z, _ = self._activate(self._pre(x.reshape(-1, self.d_in)))
+        assert z is not None  # dense codes were asked for
         return z.reshape(*lead, self.d_sae)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -326,7 +334,7 @@ class SparseAutoencoder(nn.Module):
 
     # ---- forward and losses -------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None) -> SAEOutput:
+    def forward(self, x: Tensor, dead_mask: Tensor | None = None, *, dense_codes: bool = True) -> SAEOutput:
         """Encode, decode and compute the training losses.
 
         Introduced in chapter 3.
@@ -341,6 +349,10 @@ class SparseAutoencoder(nn.Module):
             reconstruct the residual ``x - x_hat`` (gradient stopped on the residual), normalised by the
             residual's variance (with ``config.aux_rescale``, after scaling their sum by its least-squares factor
             in [0, 1]).
+        dense_codes : bool, default True
+            ``False``: where the latents come as a sparse code (``"topk"``, training-mode ``"batchtopk"``),
+            skip building the dense ``(n, d_sae)`` matrix; ``z`` is then ``None`` and ``code`` holds them. The
+            trainer does this: the losses and gradients are the same.
 
         Returns
         -------
@@ -360,16 +372,18 @@ class SparseAutoencoder(nn.Module):
         x_in = x2 * self.input_scale
         centered = x_in - self.b_dec
         pre = centered @ self.W_enc + self.b_enc
-        z, code = self._activate(pre)
+        z, code = self._activate(pre, dense=dense_codes or not cfg.sparse_decode)
         if code is not None and cfg.sparse_decode:
             x_hat_in = self._decode_sparse(*code) + self.b_dec
         else:
+            assert z is not None
             x_hat_in = z @ self.W_dec + self.b_dec
         mse = (x_hat_in - x_in).pow(2).mean()
         zero = mse.new_zeros(())
 
         l1_loss = zero
         if cfg.kind == "relu":
+            assert z is not None
             l1_loss = (z * self.W_dec.norm(dim=1)).sum(dim=1).mean()
 
         aux_loss = zero
@@ -384,12 +398,13 @@ class SparseAutoencoder(nn.Module):
         loss = mse + cfg.aux_coefficient * aux_loss + cfg.l1_coefficient * l1_loss
         return SAEOutput(
             x_hat=(x_hat_in / self.input_scale).reshape(*lead, self.d_in),
-            z=z.reshape(*lead, self.d_sae),
+            z=None if z is None else z.reshape(*lead, self.d_sae),
             pre=pre.reshape(*lead, self.d_sae),
             loss=loss,
             mse=mse,
             aux_loss=aux_loss,
             l1_loss=l1_loss,
+            code=code,
         )
 
     def _aux_loss(self, centered: Tensor, residual: Tensor, dead_mask: Tensor) -> Tensor:
@@ -424,6 +439,7 @@ class SparseAutoencoder(nn.Module):
     fold_decoder_norms = normalization.fold_decoder_norms
     calibrate_threshold = normalization.calibrate_threshold
     init_decoder_from_data = normalization.init_decoder_from_data
+    fit_encoder_scale = normalization.fit_encoder_scale
 
     # ---- persistence: seqsae_lib.sae.io (``sae.save(stem)``, ``SparseAutoencoder.load(stem)``) ---------------
 

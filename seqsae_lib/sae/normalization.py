@@ -7,7 +7,8 @@ Everything here changes an SAE's weights or buffers in place, without training:
 * initialisation from data: :func:`init_input_scale` (the constant ``s`` that gives inputs mean squared
   norm ``d_in``) and :func:`init_b_dec` (geometric median or mean);
 * initialisation of the dictionary from data: :func:`init_decoder_from_data` (decoder rows along centred
-  training vectors, encoder the decoder's transpose);
+  training vectors, encoder the decoder's transpose) and :func:`fit_encoder_scale` (the encoder scaled so that
+  the first reconstructions have the data's size);
 * decoder hygiene during training: :func:`set_decoder_norm_to_unit_norm` and
   :func:`remove_gradient_parallel_to_decoder_directions`;
 * output-preserving rewrites after training: :func:`fold_normalization` and :func:`fold_decoder_norms`;
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "init_input_scale", "init_b_dec", "set_decoder_norm_to_unit_norm", "remove_gradient_parallel_to_decoder_directions",
-    "fold_normalization", "fold_decoder_norms", "calibrate_threshold", "init_decoder_from_data",
+    "fold_normalization", "fold_decoder_norms", "calibrate_threshold", "init_decoder_from_data", "fit_encoder_scale",
 ]
 
 
@@ -262,3 +263,52 @@ def init_decoder_from_data(sae: SparseAutoencoder, x_sample: Tensor, generator: 
     sae.W_enc.copy_(sae.W_dec.T)
     sae.b_enc.zero_()
     return m
+
+
+@torch.no_grad()
+def fit_encoder_scale(sae: SparseAutoencoder, x_sample: Tensor) -> float:
+    """Scale the encoder so that the initial reconstructions of a sample fit it in size (least squares).
+
+    Called by the trainer when ``SAETrainConfig.fit_encoder_scale``, after the other initialisations. With
+    ``b_enc = 0`` multiplying ``W_enc`` by ``c > 0`` multiplies every pre-activation by ``c``: the TopK and
+    BatchTopK selections do not change and the latents (ReLU'd) scale by ``c``, so the reconstruction of a
+    centred vector becomes ``c * e`` with ``e = z W_dec`` at ``c = 1``. ``c`` is set to the least-squares
+    factor ``<e, s x - b_dec> / <e, e>`` over the sample. Without it, the ``k`` unit-norm encoder columns that
+    win on a vector add up to several times the vector (initial FVU around 8 on ``bench/bench_speed.py``'s
+    workload), and Adam needs hundreds of steps to shrink them.
+
+    Parameters
+    ----------
+    x_sample : Tensor of shape (n, d_in)
+
+    Returns
+    -------
+    float
+        The factor applied to ``W_enc`` and ``b_enc`` (1.0 if the sample gives no active latent).
+    """
+    from seqsae_lib.sae.sparsity import batchtopk_codes, topk_codes
+
+    x = check_vectors(x_sample, sae.d_in, "activations", like=sae.W_dec).reshape(-1, sae.d_in)
+    kind = sae.config.kind
+    energy, overlap = 0.0, 0.0
+    # in chunks of 4,096 vectors (a BatchTopK chunk shares its budget, as a training batch of that size would)
+    for centred in (x * sae.input_scale - sae.b_dec).split(4096):
+        pre = centred @ sae.W_enc + sae.b_enc
+        if kind == "topk":
+            z, _ = topk_codes(pre, sae.config.k)
+        elif kind == "batchtopk":  # the training selection, with a throw-away threshold (the SAE's is left alone)
+            z, _ = batchtopk_codes(pre, sae.config.k, torch.tensor(-1.0, device=pre.device), 0.0)
+        else:
+            z = torch.relu(pre)
+        assert z is not None
+        e = (z @ sae.W_dec).double()
+        energy += float(e.pow(2).sum())
+        overlap += float((e * centred.double()).sum())
+    if not energy > 0.0:
+        return 1.0
+    scale = overlap / energy
+    if not scale > 0.0:
+        return 1.0
+    sae.W_enc.mul_(scale)
+    sae.b_enc.mul_(scale)
+    return scale

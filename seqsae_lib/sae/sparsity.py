@@ -19,14 +19,15 @@ SparseCode = tuple[Tensor, Tensor, "Tensor | None"]
 """``(indices, values, offsets)`` of the active latents, as :func:`torch.nn.functional.embedding_bag` reads them."""
 
 
-def topk_codes(pre: Tensor, k: int) -> tuple[Tensor, SparseCode]:
+def topk_codes(pre: Tensor, k: int, *, dense: bool = True) -> tuple[Tensor | None, SparseCode]:
     """TopK (Gao et al. 2024): the ``k`` largest pre-activations of each row, ReLU'd.
 
-    Introduced in chapter 3.
+    Introduced in chapter 3. ``dense=False`` skips the dense codes (returned as ``None``; the sparse code
+    holds the same values).
     """
     vals, idx = pre.topk(k, dim=-1, sorted=False)
     vals = F.relu(vals)
-    z = torch.zeros_like(pre).scatter_(-1, idx, vals)
+    z = torch.zeros_like(pre).scatter_(-1, idx, vals) if dense else None
     return z, (idx, vals, None)
 
 
@@ -38,19 +39,20 @@ def threshold_codes(pre: Tensor, threshold: Tensor) -> Tensor:
     return pre * (pre > threshold)
 
 
-def batchtopk_codes(pre: Tensor, k: int, threshold: Tensor, momentum: float) -> tuple[Tensor, SparseCode]:
+def batchtopk_codes(pre: Tensor, k: int, threshold: Tensor, momentum: float, *, dense: bool = True,
+                    ) -> tuple[Tensor | None, SparseCode]:
     """BatchTopK in training (Bussmann et al. 2024): the ``k * n`` largest pre-activations of the batch, ReLU'd.
 
     Introduced in chapter 3. Rows share the budget. The running inference
     ``threshold`` (a scalar buffer, negative until set) is updated in place with the smallest kept positive
-    activation (exponential average with ``momentum``).
+    activation (exponential average with ``momentum``). ``dense=False`` skips the dense codes (``None``).
     """
     n, d_sae = pre.shape
     flat = pre.reshape(-1)
     m = min(k * n, flat.numel())
     vals, flat_idx = flat.topk(m, sorted=False)
     vals = F.relu(vals)
-    z = torch.zeros_like(flat).scatter_(0, flat_idx, vals).view(n, d_sae)
+    z = torch.zeros_like(flat).scatter_(0, flat_idx, vals).view(n, d_sae) if dense else None
     with torch.no_grad():
         positive = vals[vals > 0]
         if positive.numel():

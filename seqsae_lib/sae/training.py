@@ -163,6 +163,8 @@ def _initialise(sample: Tensor, sae_config: SAEConfig, cfg: SAETrainConfig, devi
     sae.init_b_dec(sample, method=cfg.b_dec_init)
     if cfg.decoder_init == "data":
         sae.init_decoder_from_data(sample, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    if cfg.fit_encoder_scale:
+        sae.fit_encoder_scale(sample)
     return sae
 
 
@@ -213,7 +215,7 @@ def _train(
             dead_mask = is_dead(since_fired, sae_config.dead_after)
             lr_now = optimizer.param_groups[0]["lr"]
 
-            out = sae(x, dead_mask=dead_mask)
+            out = sae(x, dead_mask=dead_mask, dense_codes=False)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if sae_config.unit_norm_decoder:
@@ -226,9 +228,16 @@ def _train(
                 sae.set_decoder_norm_to_unit_norm()
 
             with torch.no_grad():
-                fired = out.z > 0
                 since_fired += len(x)
-                since_fired[fired.any(dim=0)] = 0
+                if out.z is None:  # the sparse code: (indices, values) of the kept latents
+                    assert out.code is not None
+                    active = out.code[1] > 0
+                    since_fired[out.code[0][active]] = 0
+                    active_count = float(active.sum())
+                else:
+                    fired = out.z > 0
+                    since_fired[fired.any(dim=0)] = 0
+                    active_count = float(fired.sum())
                 x_in = x * sae.input_scale
                 x_hat_in = out.x_hat * sae.input_scale
                 sse = float((x_hat_in - x_in).pow(2).sum())
@@ -239,7 +248,7 @@ def _train(
                     "aux_loss": out.aux_loss.item(),
                     "l1_loss": out.l1_loss.item(),
                     "fvu": sse / total_var if total_var > 0 else math.nan,
-                    "l0": float(fired.sum()) / len(x),
+                    "l0": active_count / len(x),
                 }
             if not math.isfinite(batch_metrics["loss"]):
                 raise FloatingPointError(

@@ -73,6 +73,16 @@ class SAETrainConfig:
     up (the ``k`` latents that win on a vector at first all point close to it and add up to about ``k`` times
     it). Introduced in chapter 3."""
 
+    fit_encoder_scale: bool = False
+    """After the data-dependent initialisation, scale the encoder by the least-squares factor that makes the
+    first reconstructions of the initialisation sample match it in size
+    (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.fit_encoder_scale`; the latents chosen do not
+    change). With unit-norm encoder columns the ``k`` winning latents add up to several times each vector, and
+    Adam at a small constant learning rate needs hundreds of steps to shrink them: on ``bench/bench_speed.py``'s
+    TopK workload (lr 4e-4, constant) this takes the FVU after 2 epochs from above 1 to the plain reference's.
+    Off by default so that the shipped recipes reproduce their SAEs; ignored for an SAE passed to
+    ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
+
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with
     :meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.calibrate_threshold` (otherwise the running average
@@ -111,6 +121,8 @@ class SAETrainConfig:
             check_float("max_grad_norm", self.max_grad_norm, 0.0, exclusive_minimum=True)
         check_choice("b_dec_init", self.b_dec_init, ("geometric_median", "mean"))
         check_choice("decoder_init", self.decoder_init, ("random", "data"))
+        if not isinstance(self.fit_encoder_scale, bool):
+            raise TypeError(f"fit_encoder_scale must be a bool, got {self.fit_encoder_scale!r}")
         if self.num_threads is not None:
             check_int("num_threads", self.num_threads, 1)
 

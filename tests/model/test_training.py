@@ -10,6 +10,7 @@ import torch
 
 from seqsae_lib.data import left_pad
 from seqsae_lib.model import History, SASRec, TrainConfig, evaluate, sequence_loss, train_sasrec
+from seqsae_lib.model.training import full_softmax_cross_entropy, length_bucket_batches
 from seqsae_lib.utils.runtime import set_seed
 
 
@@ -104,6 +105,67 @@ def test_length_groups_give_the_full_batch_loss_and_gradient():
         sequence_loss(model, x, y, length_groups=0)
     with pytest.raises(ValueError, match="length_groups"):
         TrainConfig(length_groups=0)
+
+
+def test_fused_loss_equals_the_plain_loss_and_gradient():
+    split = cyclic_split(n_users=10)
+    model = small_model().eval()
+    x = left_pad([s[:-1] for s in split.train], 16)
+    y = left_pad([s[1:] for s in split.train], 16)
+    mask = y != 0
+    results = []
+    for fused in (False, True):
+        model.zero_grad()
+        hidden = model(x)[mask]
+        if fused:
+            loss = full_softmax_cross_entropy(hidden, model.item_emb.weight, y[mask])
+        else:
+            loss = torch.nn.functional.cross_entropy(model.score(hidden), y[mask])
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-7)
+    assert torch.count_nonzero(model.item_emb.weight.grad[0]) == 0  # padding row: no gradient
+    h = torch.randn(3, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="targets must lie"):
+        full_softmax_cross_entropy(h, torch.randn(5, 4), torch.tensor([1, 0, 2]))
+    with pytest.raises(ValueError, match="share d"):
+        full_softmax_cross_entropy(h, torch.randn(5, 3), torch.tensor([1, 1, 2]))
+    loss = full_softmax_cross_entropy(h, torch.randn(5, 4), torch.tensor([1, 4, 2]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward"):
+        loss.backward()
+
+
+def test_length_buckets_cover_every_row_once_with_similar_lengths():
+    lengths = torch.randint(1, 200, (1000,))
+    batches = length_bucket_batches(lengths, 32, 8, torch.Generator().manual_seed(0))
+    rows = torch.cat(batches)
+    assert torch.equal(rows.sort().values, torch.arange(1000))
+    assert max(len(b) for b in batches) == 32
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    random_spread = sum(int(lengths[b].max() - lengths[b].min()) for b in torch.arange(1000).split(32)) / 32
+    assert spread < 0.25 * random_spread  # sorted pools: batches of similar lengths
+
+
+def test_bucketed_fused_training_learns_and_is_reproducible():
+    split = cyclic_split()
+    states = []
+    for _ in range(2):
+        model = small_model()
+        config = TrainConfig(max_epochs=12, lr=1e-2, patience=None, eval_every=4, length_buckets=2,
+                             fused_loss=True, length_groups=1, **FAST)
+        hist = train_sasrec(model, split, config)
+        states.append(model.state_dict())
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    res = evaluate(model, split.test_inputs, split.test_targets, num_items=20, filter_seen=False)
+    assert res.metrics["HR@10"] > 0.9 and res.metrics["NDCG@10"] > 0.6
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    with pytest.raises(ValueError, match="length_buckets"):
+        TrainConfig(length_buckets=0)
+    with pytest.raises(TypeError, match="fused_loss"):
+        TrainConfig(fused_loss=1)
 
 
 def test_early_stopping_restores_best_weights():

@@ -212,3 +212,66 @@ def test_training_on_a_store_records_its_capture_point(tiny_split, train_tiny_sa
     assert sae.capture_point == "block_0"
     with pytest.raises(ValueError, match="holds states from 'block_0'"):
         train_sae(store, SAEConfig(d_in=store.d_model, d_sae=32, k=4, capture_point="final"), fast(num_epochs=1))
+
+
+@pytest.mark.parametrize("kind", ["topk", "batchtopk", "relu"])
+def test_fit_encoder_scale_keeps_the_selection_and_fits_the_size(atoms_data, kind):
+    x, _ = atoms_data
+    sample = x[:2048]
+    sae = SparseAutoencoder(SAEConfig(d_in=D, d_sae=256, kind=kind, k=8, seed=0))
+    sae.init_input_scale(sample)
+    sae.init_b_dec(sample)
+    sae.train()
+    before = sae.encode_pre(sample)
+    factor = sae.fit_encoder_scale(sample)
+    assert factor > 0
+    after = sae.encode_pre(sample)
+    torch.testing.assert_close(after, before * factor, rtol=1e-5, atol=1e-5)
+    if kind == "topk":  # the same latents win on every row
+        assert torch.equal(before.topk(8).indices.sort().values, after.topk(8).indices.sort().values)
+    with torch.no_grad():  # the least-squares factor of the new reconstructions is now 1
+        centred = sample * sae.input_scale - sae.b_dec
+        z = sae.encode(sample) if kind != "batchtopk" else None
+        if z is not None:
+            e = z @ sae.W_dec
+            assert float((e * centred).sum() / e.pow(2).sum()) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_fit_encoder_scale_speeds_up_early_training(atoms_data):
+    x, _ = atoms_data
+    fvu = {}
+    for fit in (False, True):
+        config = SAEConfig(d_in=D, d_sae=512, kind="topk", k=16, seed=0)
+        train = SAETrainConfig(batch_size=512, lr=4e-4, warmup_steps=0, decay_start=1.0, num_vectors=20 * 512,
+                               fit_encoder_scale=fit, progress=False, num_threads=1, device="cpu")
+        sae, _ = train_sae(x, config, train)
+        fvu[fit] = float(evaluate_reconstruction(sae, x[:4096])["fvu"])
+    assert fvu[True] < 0.5 * fvu[False]
+    with pytest.raises(TypeError, match="fit_encoder_scale"):
+        SAETrainConfig(fit_encoder_scale=1)
+
+
+@pytest.mark.parametrize("kind", ["topk", "batchtopk"])
+def test_forward_without_dense_codes_gives_the_same_losses_and_gradients(atoms_data, kind):
+    x, _ = atoms_data
+    sae = SparseAutoencoder(SAEConfig(d_in=D, d_sae=256, kind=kind, k=8, seed=0, dead_after=1))
+    sae.init_b_dec(x[:2048])
+    sae.train()
+    dead = torch.zeros(256, dtype=torch.bool)
+    dead[::3] = True
+    outs, grads = [], []
+    for dense in (True, False):
+        sae.zero_grad()
+        out = sae(x[:512], dead_mask=dead, dense_codes=dense)
+        out.loss.backward()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in sae.parameters()]))
+    assert outs[1].z is None and outs[1].code is not None
+    torch.testing.assert_close(outs[1].loss, outs[0].loss)
+    torch.testing.assert_close(outs[1].x_hat, outs[0].x_hat)
+    torch.testing.assert_close(grads[1], grads[0])
+    idx, vals, offsets = outs[1].code
+    rows = torch.arange(512).repeat_interleave(8) if offsets is None else \
+        torch.repeat_interleave(torch.arange(512), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])])))
+    rebuilt = torch.zeros(512, 256).index_put_((rows, idx.reshape(-1)), vals.reshape(-1).detach(), accumulate=True)
+    torch.testing.assert_close(rebuilt, outs[0].z.detach())
