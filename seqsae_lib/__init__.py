@@ -46,7 +46,7 @@ from seqsae_lib.interpret import (
 from seqsae_lib.interpret import (
     auc_ceiling, bootstrap_median_ci, by_fire_bin, compare_to_controls, concept_coverage, energy_share,
     fair_unit_scores, fire_counts, frequency_matched_scores, genre_labels, genre_matrices, hidden_dim_units,
-    output_concentration, paired_comparison, random_rotation_units, subset_coverage, untrained_sae_units, initial_sae_units,
+    output_concentration, paired_comparison, random_rotation_units, subset_coverage, untrained_sae_units,
     verdict_sentence, weighted_summary,
 )
 
@@ -88,7 +88,7 @@ __all__ = [
     "downstream_fidelity", "energy_share", "evaluate", "evaluate_methods", "evaluate_reconstruction",
     "evaluate_steering", "export_static_steering", "explain_final", "explain_inner", "explain_top_k",
     "explanations_table", "fair_unit_scores", "fidelity_per_user", "fingerprint_differences", "fire_counts",
-    "frequency_matched_scores", "initial_sae", "initial_sae_units",
+    "frequency_matched_scores", "initial_sae",
     "genre_labels", "genre_matrices", "get_concept", "hidden_dim_units", "intervene", "key_figures",
     "leave_one_out", "left_pad", "load_concept_table", "load_conditions", "load_movielens", "load_pretrained_sae",
     "load_pretrained_sasrec", "make_sequences", "make_synthetic", "make_train_loader", "mean_difference_baseline",
