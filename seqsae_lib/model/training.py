@@ -238,9 +238,15 @@ def sequence_loss(
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
         return loss, n
     check_int("length_groups", length_groups, 1)
+    states, wanted = _target_states(model, inputs, targets, length_groups)
+    return F.cross_entropy(model.score(states), wanted), n
+
+
+def _target_states(model: SASRec, inputs: Tensor, targets: Tensor, length_groups: int) -> tuple[Tensor, Tensor]:
+    """The hidden states at every target position and their targets, run in ``length_groups`` trimmed groups."""
     if length_groups == 1 or inputs.shape[0] < 2:
-        hidden = model(inputs)[mask]
-        return F.cross_entropy(model.score(hidden), targets[mask]), n
+        mask = targets != 0
+        return model(inputs)[mask], targets[mask]
     order = torch.argsort((inputs != 0).sum(dim=1), stable=True)
     states, wanted = [], []
     for rows in torch.tensor_split(order, min(length_groups, inputs.shape[0])):
@@ -248,7 +254,7 @@ def sequence_loss(
         keep = tgt != 0
         states.append(model(ids)[keep])
         wanted.append(tgt[keep])
-    return F.cross_entropy(model.score(torch.cat(states)), torch.cat(wanted)), n
+    return torch.cat(states), torch.cat(wanted)
 
 
 class _FullSoftmaxCrossEntropy(torch.autograd.Function):
@@ -329,16 +335,8 @@ def _fused_sequence_loss(model: SASRec, inputs: Tensor, targets: Tensor, length_
     n = int(mask.sum())
     if n == 0:
         raise ValueError("batch has no non-padding targets")
-    if length_groups == 1 or inputs.shape[0] < 2:
-        return full_softmax_cross_entropy(model(inputs)[mask], model.item_emb.weight, targets[mask]), n
-    order = torch.argsort((inputs != 0).sum(dim=1), stable=True)
-    states, wanted = [], []
-    for rows in torch.tensor_split(order, min(length_groups, inputs.shape[0])):
-        ids, tgt = trim_left_padding(inputs[rows], targets[rows])
-        keep = tgt != 0
-        states.append(model(ids)[keep])
-        wanted.append(tgt[keep])
-    return full_softmax_cross_entropy(torch.cat(states), model.item_emb.weight, torch.cat(wanted)), n
+    states, wanted = _target_states(model, inputs, targets, length_groups)
+    return full_softmax_cross_entropy(states, model.item_emb.weight, wanted), n
 
 
 def length_bucket_batches(lengths: Tensor, batch_size: int, pool: int, generator: torch.Generator) -> list[Tensor]:

@@ -269,7 +269,7 @@ def init_decoder_from_data(sae: SparseAutoencoder, x_sample: Tensor, generator: 
 def fit_encoder_scale(sae: SparseAutoencoder, x_sample: Tensor) -> float:
     """Scale the encoder so that the initial reconstructions of a sample fit it in size (least squares).
 
-    Called by the trainer when ``SAETrainConfig.fit_encoder_scale``, after the other initialisations. With
+    Introduced in chapter 3 (an option of the trainer, off in the chapters' recipes). Called by the trainer when ``SAETrainConfig.fit_encoder_scale``, after the other initialisations. With
     ``b_enc = 0`` multiplying ``W_enc`` by ``c > 0`` multiplies every pre-activation by ``c``: the TopK and
     BatchTopK selections do not change and the latents (ReLU'd) scale by ``c``, so the reconstruction of a
     centred vector becomes ``c * e`` with ``e = z W_dec`` at ``c = 1``. ``c`` is set to the least-squares

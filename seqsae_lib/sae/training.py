@@ -94,19 +94,7 @@ def train_sae(
     TypeError, ValueError
         Bad configs, or activations that are not a finite float tensor of shape ``(n, d_in)``.
     """
-    if not isinstance(sae_config, SAEConfig):
-        raise TypeError(f"sae_config must be an SAEConfig, got {type(sae_config).__name__}")
-    cfg = SAETrainConfig() if train_config is None else train_config
-    if not isinstance(cfg, SAETrainConfig):
-        raise TypeError(f"train_config must be an SAETrainConfig, got {type(cfg).__name__}")
-    if isinstance(activations, ActivationStore):
-        point = activations.capture_point
-        if sae_config.capture_point not in (None, point):
-            raise ValueError(f"sae_config.capture_point is {sae_config.capture_point!r} but the activation store "
-                             f"holds states from {point!r}")
-        sae_config = replace(sae_config, capture_point=point)
-        activations = activations.acts
-    _check_activations(activations, sae_config.d_in)
+    activations, sae_config, cfg = _checked_inputs(activations, sae_config, train_config)
     if sae is not None:
         if not isinstance(sae, SparseAutoencoder):
             raise TypeError(f"sae must be a SparseAutoencoder or None, got {type(sae).__name__}")
@@ -120,6 +108,27 @@ def train_sae(
         return _train(activations, sae_config, cfg, device, sae)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _checked_inputs(
+    activations: ActivationStore | Tensor, sae_config: SAEConfig, train_config: SAETrainConfig | None
+) -> tuple[Tensor, SAEConfig, SAETrainConfig]:
+    """The checks :func:`train_sae` and :func:`initial_sae` share: config types, the store's capture point
+    (taken into the config), a finite float ``(n, d_in)`` tensor."""
+    if not isinstance(sae_config, SAEConfig):
+        raise TypeError(f"sae_config must be an SAEConfig, got {type(sae_config).__name__}")
+    cfg = SAETrainConfig() if train_config is None else train_config
+    if not isinstance(cfg, SAETrainConfig):
+        raise TypeError(f"train_config must be an SAETrainConfig, got {type(cfg).__name__}")
+    if isinstance(activations, ActivationStore):
+        point = activations.capture_point
+        if sae_config.capture_point not in (None, point):
+            raise ValueError(f"sae_config.capture_point is {sae_config.capture_point!r} but the activation store "
+                             f"holds states from {point!r}")
+        sae_config = replace(sae_config, capture_point=point)
+        activations = activations.acts
+    _check_activations(activations, sae_config.d_in)
+    return activations, sae_config, cfg
 
 
 def initial_sae(
@@ -140,15 +149,7 @@ def initial_sae(
     TypeError, ValueError
         As :func:`train_sae`.
     """
-    if not isinstance(sae_config, SAEConfig):
-        raise TypeError(f"sae_config must be an SAEConfig, got {type(sae_config).__name__}")
-    cfg = SAETrainConfig() if train_config is None else train_config
-    if not isinstance(cfg, SAETrainConfig):
-        raise TypeError(f"train_config must be an SAETrainConfig, got {type(cfg).__name__}")
-    if isinstance(activations, ActivationStore):
-        sae_config = replace(sae_config, capture_point=activations.capture_point)
-        activations = activations.acts
-    _check_activations(activations, sae_config.d_in)
+    activations, sae_config, cfg = _checked_inputs(activations, sae_config, train_config)
     data = activations.detach().to(dtype=torch.float32)
     gen = torch.Generator().manual_seed(cfg.seed)  # consumed exactly as in _train's first draw
     sample_idx = torch.randperm(data.shape[0], generator=gen)[: cfg.init_sample_size]

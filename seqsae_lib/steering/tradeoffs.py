@@ -217,7 +217,11 @@ def search_strengths(
 
     def at(strength: float) -> float:
         if strength not in drops:
-            drops[strength] = float(drop_at(strength))
+            drop = float(drop_at(strength))
+            if math.isnan(drop):
+                raise ValueError(f"the accuracy drop measured at strength {strength:g} is NaN: check the steering "
+                                 "method and the evaluator's users")
+            drops[strength] = drop
         return drops[strength]
 
     for strength in grid:

@@ -147,3 +147,16 @@ def test_initial_sae_is_the_trainers_starting_point(decoder_init):
     other_seed = sae_module.initial_sae(x, config, SAETrainConfig(**{**train_config.__dict__, "seed": 6}))
     if decoder_init == "data":  # the rows come from the sample the seed draws
         assert not torch.allclose(other_seed.W_dec, start.W_dec)
+
+
+def test_initial_sae_refuses_what_train_sae_refuses():
+    x = cone(n=300)
+    config = SAEConfig(d_in=16, d_sae=32, k=2)
+    with pytest.raises(ValueError):
+        sae_module.initial_sae(x[:, :8], config)  # wrong width
+    bad = x.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError):
+        sae_module.initial_sae(bad, config)
+    with pytest.raises(TypeError, match="SAETrainConfig"):
+        sae_module.initial_sae(x, config, train_config={"seed": 0})

@@ -296,3 +296,5 @@ def test_search_strengths_walks_the_grid_then_bisects_towards_each_budget():
     assert list(search_strengths(lambda s: 0.0, [1.0, 2.0], [0.5], refine=3)) == [0.0, 1.0, 2.0]
     with pytest.raises(ValueError, match="budget"):
         search_strengths(drop_at, [1.0], [], refine=1)
+    with pytest.raises(ValueError, match="strength 1 is NaN"):
+        search_strengths(lambda s: float("nan"), [1.0, 2.0], [0.5], refine=1)
