@@ -254,13 +254,15 @@ def windows_tensors(work: SeqWorkload, max_len: int = 200) -> tuple[Tensor, Tens
     return data.inputs, data.targets
 
 
-def library_sasrec(work: SeqWorkload, epochs: int, seed: int, threads: int, **options: object) -> tuple[list[float], list[float]]:
-    """``sl.train_sasrec`` with the workload's settings (validation on 64 users, outside the timed part)."""
+def library_sasrec(work: SeqWorkload, epochs: int, seed: int, threads: int, fast_dropout: bool = False,
+                   **options: object) -> tuple[list[float], list[float]]:
+    """``sl.train_sasrec`` with the workload's settings (validation on 64 users, outside the timed part);
+    ``fast_dropout`` goes to the model, ``options`` to :class:`seqsae_lib.TrainConfig`."""
     val = [w for w in work.windows[:64]]
     split = _Split(work.num_items, work.windows, [v[:-1] for v in val], np.array([v[-1] for v in val]))
     sl.set_seed(seed)
     model = sl.SASRec(num_items=work.num_items, max_len=200, d_model=64, n_layers=2, n_heads=1, dropout=0.2,
-                      attn_dropout=0.2)
+                      attn_dropout=0.2, fast_dropout=fast_dropout)
     config = sl.TrainConfig(max_epochs=epochs, batch_size=128, lr=1e-3, patience=None, seed=seed,
                             num_threads=threads, progress=False, **options)  # type: ignore[arg-type]
     history = sl.train_sasrec(model, split, config)
@@ -294,12 +296,12 @@ def library_sae(data: Tensor, held: Tensor, epochs: int, seed: int, threads: int
 
 
 SASREC_CONTENDERS: dict[str, Callable[..., tuple[list[float], list[float]]]] = {
-    "seqsae train_sasrec, defaults (length_groups 4)":
-        lambda w, e, s, t: library_sasrec(w, e, s, t),
-    "seqsae train_sasrec, fused_loss, length_groups 1":
-        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=True, length_groups=1),
-    "seqsae train_sasrec, fused_loss, length_buckets 2, length_groups 1":
-        lambda w, e, s, t: library_sasrec(w, e, s, t, length_buckets=2, fused_loss=True, length_groups=1),
+    "seqsae train_sasrec, fused_loss + fast_dropout (length_groups 4)":
+        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=True, fast_dropout=True),
+    "seqsae train_sasrec, fused_loss (length_groups 4)":
+        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=True),
+    "seqsae train_sasrec, neither (F.cross_entropy, nn.Dropout; length_groups 4)":
+        lambda w, e, s, t: library_sasrec(w, e, s, t, fused_loss=False),
     "plain PyTorch (trims padding per batch, CE only at real positions)":
         lambda w, e, s, t: train_plain_sasrec(*windows_tensors(w), w.num_items, e, s),
 }

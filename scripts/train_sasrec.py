@@ -24,9 +24,32 @@ import json
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import seqsae_lib as sl
 from seqsae_lib.experiments.pretrained import SASREC_ML100K, SASREC_RECIPES, pretrained_stem, train_from_recipe
+
+
+def recorded_valid_ndcg(name: str) -> float | None:
+    """The mean validation NDCG@10 over seeds recorded beside the shipped checkpoint ``name`` (None if absent)."""
+    path = pretrained_stem(name).with_suffix(".json")
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text()).get("extra", {}).get("seed_summary", {})
+    return summary.get("valid NDCG@10", {}).get("mean")
+
+
+def time_to_target(history: sl.History, target: float | None) -> tuple[float, int] | None:
+    """Seconds (training and validation, summed over epochs) until validation NDCG@10 first reached
+    ``target``, and that epoch; None if it never did."""
+    if target is None:
+        return None
+    elapsed = 0.0
+    for epoch, seconds, metrics in zip(history.epochs, history.seconds, history.val_metrics):
+        elapsed += seconds
+        if metrics is not None and metrics["NDCG@10"] >= target:
+            return elapsed, epoch
+    return None
 
 
 def main() -> None:
@@ -42,6 +65,14 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None, help="override the recipe's early-stopping patience")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds per seed: stop after the epoch that overruns it (TrainConfig.time_budget)")
+    parser.add_argument("--fast", action="store_true",
+                        help="train with the speed options: SASRecConfig.fast_dropout and TrainConfig.fused_loss "
+                             "(recorded in a saved checkpoint's JSON)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="report each seed's seconds to a validation NDCG@10 of at least this; default: the "
+                             "recipe's recorded mean over seeds (from the shipped checkpoint's JSON, if any)")
+    parser.add_argument("--out", default=None,
+                        help="write every seed's figures and per-epoch curve (seconds, validation NDCG@10) as JSON")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -51,6 +82,10 @@ def main() -> None:
         base = replace(SASREC_ML100K, dataset=args.dataset)
     tie_break = args.tie_break or base.sequences["tie_break"]
     recipe = replace(base, sequences={**base.sequences, "tie_break": tie_break})
+    if args.fast:
+        recipe = replace(recipe, model={**recipe.model, "fast_dropout": True},
+                         train=replace(recipe.train, fused_loss=True))
+    target = args.target if args.target is not None else recorded_valid_ndcg(base.name)
     data = sl.load_movielens(recipe.dataset)
     split = sl.leave_one_out(sl.make_sequences(data, **recipe.sequences))
     print(f"{recipe.dataset}, tie-break {tie_break}: {split.num_users} users, {split.num_items} items")
@@ -76,7 +111,17 @@ def main() -> None:
                "train_seconds": round(seconds, 1), "valid": valid, "test": test}
         if history.out_of_time:
             run["out_of_time"] = True
+        frame = history.to_frame()
+        run["curve"] = {"seconds": [round(x, 2) for x in frame["seconds"]],
+                        "train_seconds": [round(x, 2) for x in frame["train_seconds"]],
+                        "valid_ndcg10": [None if x != x else round(x, 5) for x in frame["val_NDCG@10"]]}
+        reached = time_to_target(history, target)
+        if reached is not None:
+            run["seconds_to_target"], run["epoch_of_target"] = reached
         runs.append(run)
+        if target is not None:
+            print(f"seed {seed}: validation NDCG@10 >= {target:.4f} "
+                  + (f"after {reached[0]:.0f} s (epoch {reached[1]})" if reached else "not reached"))
         print(f"seed {seed}: best epoch {history.best_epoch} of {run['epochs_run']}"
               f"{' (time budget ran out)' if history.out_of_time else ''}, {seconds:.0f} s, "
               f"valid NDCG@10 {valid['NDCG@10']:.4f} HR@10 {valid['HR@10']:.4f}, "
@@ -84,6 +129,9 @@ def main() -> None:
         if seed == args.save_seed:
             saved = (model, run)
 
+    if args.out:
+        Path(args.out).write_text(json.dumps({"recipe": recipe.to_dict(), "target": target, "threads": args.threads,
+                                              "runs": runs}, indent=1))
     summary = {}
     for part in ("valid", "test"):
         for metric in ("NDCG@10", "HR@10", "MRR@10", "Coverage@10"):

@@ -48,6 +48,15 @@ class SASRecConfig:
     attention entry, and it forces PyTorch's slower attention kernel) while
     the other dropouts already regularise."""
 
+    fast_dropout: bool = False
+    """Draw every dropout mask (attention probabilities included) with
+    :func:`~seqsae_lib.model.layers.fast_dropout`: four 16-bit random numbers
+    per 64-bit draw instead of one Bernoulli draw per element, about 9x faster
+    on CPU, with the keep probability ``1 - dropout`` to within ``1 / 131072``.
+    The same distribution of masks as ``nn.Dropout`` but other draws, so a run
+    is not bit-identical to one without it. Training only; no effect on a
+    trained model's outputs."""
+
     d_ff: int | None = None
     """Hidden width of the feed-forward sub-layer; ``None`` means ``d_model``
     (the original SASRec's point-wise feed-forward network is ``d_model`` wide)."""
@@ -84,6 +93,8 @@ class SASRecConfig:
             )
         for name in ("dropout", "attn_dropout"):
             check_float(f"SASRecConfig.{name}", getattr(self, name), 0.0, 1.0, exclusive_maximum=True)
+        if not isinstance(self.fast_dropout, bool):
+            raise TypeError(f"SASRecConfig.fast_dropout must be a bool, got {self.fast_dropout!r}")
         check_choice("SASRecConfig.activation", self.activation, ACTIVATIONS)
         check_float("SASRecConfig.init_std", self.init_std, 0.0, exclusive_minimum=True)
         check_float("SASRecConfig.layer_norm_eps", self.layer_norm_eps, 0.0, exclusive_minimum=True)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from seqsae_lib.model.config import SASRecConfig
-from seqsae_lib.model.layers import HookPoint, TransformerBlock
+from seqsae_lib.model.layers import HookPoint, TransformerBlock, make_dropout
 
 __all__ = [
     "SASRec",
@@ -70,7 +70,7 @@ class SASRec(nn.Module):
 
     Parameters
     ----------
-    num_items, max_len, d_model, n_layers, n_heads, dropout, attn_dropout, d_ff, \
+    num_items, max_len, d_model, n_layers, n_heads, dropout, attn_dropout, fast_dropout, d_ff, \
 activation, scale_embeddings, init_std, layer_norm_eps
         See :class:`SASRecConfig` (keyword-only).
     """
@@ -85,6 +85,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
         n_heads: int = 1,
         dropout: float = 0.2,
         attn_dropout: float = 0.0,
+        fast_dropout: bool = False,
         d_ff: int | None = None,
         activation: str = "gelu",
         scale_embeddings: bool = False,
@@ -100,6 +101,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
             n_heads=n_heads,
             dropout=dropout,
             attn_dropout=attn_dropout,
+            fast_dropout=fast_dropout,
             d_ff=d_ff,
             activation=activation,
             scale_embeddings=scale_embeddings,
@@ -115,7 +117,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
 
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.emb_drop = make_dropout(cfg.dropout, cfg.fast_dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 

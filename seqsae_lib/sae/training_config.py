@@ -80,8 +80,11 @@ class SAETrainConfig:
     change). With unit-norm encoder columns the ``k`` winning latents add up to several times each vector, and
     Adam at a small constant learning rate needs hundreds of steps to shrink them: on ``bench/bench_speed.py``'s
     TopK workload (lr 4e-4, constant) this takes the FVU after 2 epochs from above 1 to the plain reference's.
-    Off by default so that the shipped recipes reproduce their SAEs; ignored for an SAE passed to
-    ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
+    Off by default: on real states it leaves many latents dead. ``bench/bench_sae_init.py`` (the ML-100k
+    final-state recipe) measured dead fractions of 0.60 after 2 epochs and 0.69 after 10 with it, against
+    0.017 and 0.009 without (FVU 0.049 and 0.029 against 0.110 and 0.033), and 0.52 / 0.22 with the
+    dead-latent fix (``decoder_init="data"``, ``aux_rescale=True``) against 0.000 / 0.001. Ignored for an SAE
+    passed to ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
 
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with

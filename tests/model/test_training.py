@@ -131,10 +131,18 @@ def test_fused_loss_equals_the_plain_loss_and_gradient():
         full_softmax_cross_entropy(h, torch.randn(5, 4), torch.tensor([1, 0, 2]))
     with pytest.raises(ValueError, match="share d"):
         full_softmax_cross_entropy(h, torch.randn(5, 3), torch.tensor([1, 1, 2]))
-    loss = full_softmax_cross_entropy(h, torch.randn(5, 4), torch.tensor([1, 4, 2]))
-    loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="one backward"):
-        loss.backward()
+    w, t = torch.randn(5, 4, requires_grad=True), torch.tensor([1, 4, 2])
+    reference = torch.nn.functional.cross_entropy(h @ w[1:].T, t - 1)
+    expected = torch.autograd.grad(reference, (h, w))
+    for chunk in (1, 2, 3, None):  # chunks of rows (the last one short) give the same loss and gradients
+        loss = full_softmax_cross_entropy(h, w, t, chunk_rows=chunk)
+        torch.testing.assert_close(loss, reference)
+        for got, want in zip(torch.autograd.grad(2.5 * loss, (h, w)), expected):
+            torch.testing.assert_close(got, 2.5 * want)  # the incoming gradient scales the stored ones
+    with torch.no_grad():  # no gradient wanted: the loss alone
+        torch.testing.assert_close(full_softmax_cross_entropy(h, w, t), reference.detach())
+    with pytest.raises(ValueError, match="chunk_rows"):
+        full_softmax_cross_entropy(h, w, t, chunk_rows=0)
 
 
 def test_length_buckets_cover_every_row_once_with_similar_lengths():
