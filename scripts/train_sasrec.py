@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds per seed: stop after the epoch that overruns it (TrainConfig.time_budget)")
     parser.add_argument("--fast", action="store_true",
-                        help="train with the speed options: SASRecConfig.fast_dropout and TrainConfig.fused_loss "
-                             "(recorded in a saved checkpoint's JSON)")
+                        help="train with the speed options the recipes pin off: SASRecConfig.fast_dropout and "
+                             "TrainConfig.fused_loss (recorded in a saved checkpoint's JSON)")
     parser.add_argument("--target", type=float, default=None,
                         help="report each seed's seconds to a validation NDCG@10 of at least this; default: the "
                              "recipe's recorded mean over seeds (from the shipped checkpoint's JSON, if any)")

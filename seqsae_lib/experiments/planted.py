@@ -199,8 +199,10 @@ def planted_model(
     split = leave_one_out(data)
     set_seed(seed)
     net = SASRec(num_items=data.num_items, **{"max_len": 50, "d_model": 32, "n_layers": 2, "dropout": 0.2,
+                                              "fast_dropout": False,
                                               **(model or {})})
     train_sasrec(net, split, TrainConfig(**{"max_epochs": 12, "batch_size": 64, "lr": 1e-2, "patience": 5, "seed": seed,
+                                            "fused_loss": False,
                                             "num_threads": num_threads, "progress": progress, **(train or {})}))
     net.eval()
     metrics = evaluate(net, split.test_inputs, split.test_targets, num_items=data.num_items).metrics

@@ -65,7 +65,8 @@ class SASRec(nn.Module):
     ``torch.nn.functional.scaled_dot_product_attention`` with one additive
     mask per forward pass (faster than ``nn.MultiheadAttention`` with key
     padding masks); attention-probability dropout is off by default (see
-    :attr:`SASRecConfig.attn_dropout`); item embeddings are not scaled by
+    :attr:`SASRecConfig.attn_dropout`); dropout masks are drawn from 16-bit
+    random numbers (:attr:`SASRecConfig.fast_dropout`); item embeddings are not scaled by
     ``sqrt(d_model)`` (see :attr:`SASRecConfig.scale_embeddings`).
 
     Parameters
@@ -85,7 +86,7 @@ activation, scale_embeddings, init_std, layer_norm_eps
         n_heads: int = 1,
         dropout: float = 0.2,
         attn_dropout: float = 0.0,
-        fast_dropout: bool = False,
+        fast_dropout: bool = True,
         d_ff: int | None = None,
         activation: str = "gelu",
         scale_embeddings: bool = False,

@@ -108,13 +108,14 @@ class TrainConfig:
     are not validated). ``None``: uniformly random batches, as the shipped recipes train. Ignored when
     ``naive``."""
 
-    fused_loss: bool = False
+    fused_loss: bool = True
     """Compute the loss with :func:`full_softmax_cross_entropy` (logits against the real items only, a chunk
     of rows at a time, with the gradients computed while each chunk is in cache) instead of
     ``F.cross_entropy`` on :meth:`~seqsae_lib.SASRec.score`'s logits. The same loss and gradients up to float
-    rounding; the output layer takes about 45 % of the time (15,000 targets x 3,416 items on 2 threads: 217 ms
-    against 498 ms for loss and backward) and a few MiB instead of two ``(n, num_items)`` tensors. Off by
-    default so that the shipped recipes reproduce their recorded runs. Ignored when ``naive``."""
+    rounding; the output layer takes about 40 % of the time (15,000 targets x 3,416 items on 2 threads: 192 ms
+    against 476 ms for loss and backward, ``bench/bench_sasrec_kernels.py``) and a few MiB instead of two
+    ``(n, num_items)`` tensors. The shipped recipes pin ``False`` so that they reproduce their recorded runs.
+    Ignored when ``naive``."""
 
     time_budget: float | None = None
     """Wall-clock seconds for the whole run: training stops after the first epoch that ends later than
@@ -313,7 +314,7 @@ def full_softmax_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, 
     logits (``chunk_rows``): each chunk's log-softmax gives its loss terms and, turned into the softmax in
     place, its gradients, accumulated while the chunk is still in cache. So the ``(n, num_items)`` logits
     are never held at once, and the backward pass only scales the stored gradients: on the ML-1M-shaped
-    bench about 2x faster than ``F.cross_entropy`` on the logits, with a small fraction of its memory.
+    bench about 2.5x faster than ``F.cross_entropy`` on the logits, with a small fraction of its memory.
     Supports one backward pass (not double backward).
 
     Parameters

@@ -65,8 +65,11 @@ def test_explicit_attention_without_dropout_is_scaled_dot_product_attention(bool
 def test_a_fast_dropout_model_scores_like_the_same_weights_without_it():
     """fast_dropout changes training draws only: in eval mode the same weights give the same scores."""
     torch.manual_seed(3)
-    fast = SASRec(num_items=30, max_len=12, d_model=16, n_layers=2, dropout=0.2, attn_dropout=0.2, fast_dropout=True)
-    plain = SASRec(num_items=30, max_len=12, d_model=16, n_layers=2, dropout=0.2, attn_dropout=0.2)
+    fast = SASRec(num_items=30, max_len=12, d_model=16, n_layers=2, dropout=0.2, attn_dropout=0.2)  # the default
+    plain = SASRec(num_items=30, max_len=12, d_model=16, n_layers=2, dropout=0.2, attn_dropout=0.2, fast_dropout=False)
+    assert fast.config.fast_dropout and not plain.config.fast_dropout
+    assert not any(isinstance(m, torch.nn.Dropout) for m in fast.modules())
+    assert not any(isinstance(m, FastDropout) for m in plain.modules())
     plain.load_state_dict(fast.state_dict())
     ids = torch.randint(0, 31, (5, 12))
     ids[:, -1] = 1
