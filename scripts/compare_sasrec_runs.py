@@ -22,7 +22,14 @@ from pathlib import Path
 def load(paths: list[str]) -> list[dict]:
     runs: list[dict] = []
     for path in paths:
-        runs += json.loads(Path(path).read_text())["runs"]
+        file = Path(path)
+        if not file.is_file():
+            raise SystemExit(f"{file}: no such file (write one with scripts/train_sasrec.py --out {file})")
+        found = json.loads(file.read_text()).get("runs")
+        if not isinstance(found, list) or not all("curve" in r and "valid" in r for r in found):
+            raise SystemExit(f"{file}: expected scripts/train_sasrec.py --out JSON (a 'runs' list whose entries "
+                             f"have 'valid' and 'curve'), got something else")
+        runs += found
     return runs
 
 

@@ -86,6 +86,9 @@ def main() -> None:
         recipe = replace(recipe, model={**recipe.model, "fast_dropout": True},
                          train=replace(recipe.train, fused_loss=True))
     target = args.target if args.target is not None else recorded_valid_ndcg(base.name)
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():  # say so now, not after hours of training
+        parser.error(f"--out {out}: the folder {out.parent} does not exist")
     data = sl.load_movielens(recipe.dataset)
     split = sl.leave_one_out(sl.make_sequences(data, **recipe.sequences))
     print(f"{recipe.dataset}, tie-break {tie_break}: {split.num_users} users, {split.num_items} items")
@@ -129,9 +132,11 @@ def main() -> None:
         if seed == args.save_seed:
             saved = (model, run)
 
-    if args.out:
-        Path(args.out).write_text(json.dumps({"recipe": recipe.to_dict(), "target": target, "threads": args.threads,
-                                              "runs": runs}, indent=1))
+    if out is not None:  # written whole or not at all: a temporary file renamed into place
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(json.dumps({"recipe": recipe.to_dict(), "target": target, "threads": args.threads,
+                                       "runs": runs}, indent=1))
+        partial.replace(out)
     summary = {}
     for part in ("valid", "test"):
         for metric in ("NDCG@10", "HR@10", "MRR@10", "Coverage@10"):

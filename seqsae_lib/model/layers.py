@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from seqsae_lib.model.config import SASRecConfig
+from seqsae_lib.utils.checks import check_float
 
 __all__ = ["HookPoint", "CausalSelfAttention", "TransformerBlock", "FastDropout", "fast_dropout",
            "explicit_attention"]
@@ -61,8 +62,7 @@ def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     Tensor
         Same shape and dtype as ``x``.
     """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+    p = check_float("dropout probability p", p, 0.0, 1.0, exclusive_maximum=True)
     if not training or p == 0.0:
         return x
     kept_values = round((1.0 - p) * 65536)
@@ -85,9 +85,7 @@ class FastDropout(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"FastDropout: p must lie in [0, 1), got {p}")
-        self.p = p
+        self.p = check_float("FastDropout.p", p, 0.0, 1.0, exclusive_maximum=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """Drop elements of ``x`` with probability ``p`` in training mode; identity in eval mode."""
@@ -167,13 +165,13 @@ class CausalSelfAttention(nn.Module):
         Number of heads (divides ``d_model``).
     dropout : float
         Dropout on the attention probabilities (training only).
-    fast_dropout : bool, default False
+    fast_dropout : bool, default True
         Draw that dropout's mask with :func:`fast_dropout`; the attention is then computed explicitly
         (scores, softmax, dropout, values) in training, where ``scaled_dot_product_attention`` would draw
         its own Bernoulli mask. Evaluation always uses ``scaled_dot_product_attention``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float, fast_dropout: bool = False) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float, fast_dropout: bool = True) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.d_head = d_model // n_heads

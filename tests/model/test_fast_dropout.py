@@ -46,10 +46,12 @@ def test_gradient_is_the_mask_times_the_scale_and_eval_is_identity():
     layer = FastDropout(0.3).eval()
     assert layer(x) is x
     assert fast_dropout(x, 0.0) is x
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"FastDropout.p must be in \[0.0, 1.0\)"):
         FastDropout(1.0)
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"must be in \[0.0, 1.0\)"):
         fast_dropout(x, -0.1)
+    with pytest.raises(ValueError, match="finite"):
+        fast_dropout(x, float("nan"))
 
 
 @pytest.mark.parametrize("boolean", [True, False])
