@@ -307,17 +307,17 @@ SASREC_CONTENDERS: dict[str, Callable[..., tuple[list[float], list[float]]]] = {
 }
 """Name -> function(workload, epochs, seed, threads) -> (seconds per epoch, loss per epoch). The last is the reference."""
 
-SAE_OLD_DEFAULTS = dict(sae={}, train={"warmup_steps": 0, "decay_start": 1.0})
-"""The library's TopK SAE as it was, at the workload's constant lr 4e-4."""
+SAE_DEFAULTS = dict(sae={}, train={"warmup_steps": 0, "decay_start": 1.0})
+"""The library's TopK SAE with its defaults (encoder scale fitted to the data), at the workload's constant lr 4e-4."""
 
-SAE_FIT = dict(sae={}, train={"warmup_steps": 0, "decay_start": 1.0, "fit_encoder_scale": True})
-"""The same with the encoder's initial scale fitted to the data (the convergence fix)."""
+SAE_UNIT_START = dict(sae={}, train={"warmup_steps": 0, "decay_start": 1.0, "fit_encoder_scale": False})
+"""The same with the encoder started as the unit-norm decoder's transpose (the default before the fix)."""
 
 SAE_CONTENDERS: dict[str, Callable[..., tuple[float, float, list[float]]]] = {
     "seqsae train_sae, TopK, defaults (constant lr 4e-4)":
-        lambda x, h, e, s, t: library_sae(x, h, e, s, t, **SAE_OLD_DEFAULTS),
-    "seqsae train_sae, TopK, fit_encoder_scale (constant lr 4e-4)":
-        lambda x, h, e, s, t: library_sae(x, h, e, s, t, **SAE_FIT),
+        lambda x, h, e, s, t: library_sae(x, h, e, s, t, **SAE_DEFAULTS),
+    "seqsae train_sae, TopK, fit_encoder_scale=False (the previous start)":
+        lambda x, h, e, s, t: library_sae(x, h, e, s, t, **SAE_UNIT_START),
     "plain TopK, sparse decode (embedding_bag)": None,  # type: ignore[dict-item]
 }
 
@@ -332,7 +332,49 @@ def plain_sae(data: Tensor, held: Tensor, epochs: int, seed: int, threads: int) 
     return sum(secs) / epochs, quality, curve
 
 
-SAE_CONTENDERS["plain TopK, sparse decode (embedding_bag)"] = plain_sae
+PLAIN_SAE = "plain TopK, sparse decode (embedding_bag)"
+SPARSIFY_SAE = "EleutherAI sparsify 1.3.3 SparseCoder (its trainer's step, loss_fn fvu)"
+SAE_CONTENDERS[PLAIN_SAE] = plain_sae
+
+
+def sparsify_sae(data: Tensor, held: Tensor, epochs: int, seed: int, threads: int) -> tuple[float, float, list[float]]:
+    """EleutherAI sparsify's ``SparseCoder`` (optional: ``--sparsify``, from a separate environment; not a
+    dependency) in a loop doing what sparsify's ``Trainer`` does per step with ``loss_fn="fvu"`` and its
+    defaults (``auxk_alpha = 0``): ``b_dec`` set to the first batch's mean, decoder rows renormalised before
+    each forward pass, loss = FVU against the batch's variance, the gradient along each decoder row removed,
+    an Adam step, the per-latent "tokens since fired" counters updated. Its ``fused_encoder`` (a TopK encoder
+    with an ``index_add`` backward) and ``embedding_bag`` decode run on CPU. Same lr, batches and k as the others."""
+    from sparsify import SparseCoder, SparseCoderConfig  # type: ignore[import-not-found]
+
+    torch.manual_seed(seed)
+    sae = SparseCoder(data.shape[1], SparseCoderConfig(num_latents=SAE_SETTINGS["d_sae"], k=SAE_SETTINGS["k"]))
+    opt = torch.optim.Adam(sae.parameters(), lr=SAE_SETTINGS["lr"])
+    since_fired = torch.zeros(SAE_SETTINGS["d_sae"], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    curve, secs, step = [], [], 0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for rows in torch.randperm(len(data), generator=gen).split(SAE_SETTINGS["batch_size"]):
+            x = data[rows]
+            if step == 0:
+                sae.b_dec.data = x.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+            out = sae(x, total_variance=(x - x.mean(0)).pow(2).sum())
+            did_fire = torch.zeros(SAE_SETTINGS["d_sae"], dtype=torch.bool)
+            did_fire[out.latent_indices.flatten()] = True
+            out.fvu.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            opt.step()
+            opt.zero_grad()
+            with torch.no_grad():
+                since_fired += len(x)
+                since_fired[did_fire] = 0
+            curve.append(float(out.fvu.detach()))
+            step += 1
+        secs.append(time.perf_counter() - start)
+    with torch.no_grad():
+        quality = float(fvu(held, sae(held).sae_out))
+    return sum(secs) / epochs, quality, curve
 
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -362,8 +404,9 @@ def memory_child(kind: str, index: int, quick: bool) -> None:
     print(json.dumps({"peak_mib": (_rss_kib("VmHWM") - before) / 1024}))
 
 
-def peak_memory(kind: str, index: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", kind, str(index)], capture_output=True,
+def peak_memory(kind: str, index: int, with_sparsify: bool) -> float:
+    extra = ["--sparsify"] if with_sparsify else []
+    out = subprocess.run([sys.executable, __file__, "--memory-child", kind, str(index), *extra], capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
 
@@ -371,13 +414,16 @@ def peak_memory(kind: str, index: int) -> float:
 # ------------------------------------------------------------------------------------------------- main
 
 
-def _table(title: str, rows: dict[str, Result], quality: str, memory: dict[str, float]) -> None:
+def _table(title: str, rows: dict[str, Result], quality: str, memory: dict[str, float], reference: str,
+           peer: str | None = None) -> None:
+    """Markdown table: ratios to ``reference`` (the plain implementation) and, if given, to ``peer``."""
     names = list(rows)
-    ref = statistics.median(rows[names[-1]].seconds)
-    ref_min = min(rows[names[-1]].seconds)
-    ref_cpu = statistics.median(rows[names[-1]].cpu)
-    print(f"\n| {title} | min / median s | vs plain (min / median) | CPU s | vs plain (CPU) | {quality} | peak memory |")
-    print("|---|---|---|---|---|---|---|")
+    ref = statistics.median(rows[reference].seconds)
+    ref_min = min(rows[reference].seconds)
+    ref_cpu = statistics.median(rows[reference].cpu)
+    peer_cols = f" vs {peer.split(' ')[0]} {peer.split(' ')[1]} (median / CPU) |" if peer else ""
+    print(f"\n| {title} | min / median s | vs plain (min / median) | CPU s | vs plain (CPU) |{peer_cols} {quality} | peak memory |")
+    print("|---|---|---|---|---|" + ("---|" if peer else "") + "---|---|")
     for name in names:
         r = rows[name]
         med = statistics.median(r.seconds)
@@ -385,8 +431,11 @@ def _table(title: str, rows: dict[str, Result], quality: str, memory: dict[str, 
         spread = f" ± {statistics.stdev(r.quality):.4f}" if len(r.quality) > 1 else ""
         mem = f"{memory[name]:.0f} MiB" if name in memory else "-"
         cpu = statistics.median(r.cpu)
+        vs_peer = ""
+        if peer:
+            vs_peer = f" {med / statistics.median(rows[peer].seconds):.2f} / {cpu / statistics.median(rows[peer].cpu):.2f} |"
         print(f"| {name} | {min(r.seconds):.1f} / {med:.1f} | {min(r.seconds) / ref_min:.2f} / {med / ref:.2f} "
-              f"| {cpu:.1f} | {cpu / ref_cpu:.2f} | {q:.4f}{spread} | {mem} |")
+              f"| {cpu:.1f} | {cpu / ref_cpu:.2f} |{vs_peer} {q:.4f}{spread} | {mem} |")
 
 
 def main() -> None:
@@ -397,8 +446,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["sasrec", "sae"], default=None)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--sparsify", action="store_true",
+                        help="also time EleutherAI sparsify's SparseCoder (needs `sparsify` importable: not a dependency)")
     parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sparsify:
+        SAE_CONTENDERS[SPARSIFY_SAE] = sparsify_sae
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]), args.quick)
         return
@@ -421,8 +474,8 @@ def main() -> None:
                 results[name].quality.append(losses[-1])
                 print(f"  round {r}: {name}: {', '.join(f'{s:.1f}' for s in secs)} s, "
                       f"loss per epoch {', '.join(f'{v:.4f}' for v in losses)}", flush=True)
-        memory = {} if args.no_memory else {n: peak_memory("sasrec", i) for i, n in enumerate(SASREC_CONTENDERS)}
-        _table("SASRec epoch", results, f"loss after {args.epochs} epochs", memory)
+        memory = {} if args.no_memory else {n: peak_memory("sasrec", i, False) for i, n in enumerate(SASREC_CONTENDERS)}
+        _table("SASRec epoch", results, f"loss after {args.epochs} epochs", memory, reference=list(SASREC_CONTENDERS)[-1])
 
     if args.only in (None, "sae"):
         n = 131_072 if args.quick else 1_000_000
@@ -441,8 +494,9 @@ def main() -> None:
                 every = max(1, len(curve) // 8)
                 print(f"  round {r}: {name}: {sec:.1f} s/epoch, held-out FVU {quality:.4f}; training FVU "
                       f"{', '.join(f'{v:.3f}' for v in curve[every - 1::every])}", flush=True)
-        memory = {} if args.no_memory else {n_: peak_memory("sae", i) for i, n_ in enumerate(SAE_CONTENDERS)}
-        _table("TopK SAE epoch", results, f"held-out FVU after {args.epochs} epochs", memory)
+        memory = {} if args.no_memory else {n_: peak_memory("sae", i, args.sparsify) for i, n_ in enumerate(SAE_CONTENDERS)}
+        _table("TopK SAE epoch", results, f"held-out FVU after {args.epochs} epochs", memory, reference=PLAIN_SAE,
+               peer=SPARSIFY_SAE if args.sparsify else None)
 
 
 if __name__ == "__main__":

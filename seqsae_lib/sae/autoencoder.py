@@ -40,7 +40,7 @@ from seqsae_lib.sae import normalization
 from seqsae_lib.sae.config import SAEConfig
 from seqsae_lib.sae.inputs import check_vectors
 from seqsae_lib.sae.io import load_sae, save_sae
-from seqsae_lib.sae.sparsity import SparseCode, batchtopk_codes, threshold_codes, topk_codes
+from seqsae_lib.sae.sparsity import SparseCode, batchtopk_codes, threshold_codes, topk_codes, topk_encode
 
 
 __all__ = ["SAEOutput", "SparseAutoencoder"]
@@ -68,8 +68,10 @@ class SAEOutput:
     """Latent activations, shape ``(..., d_sae)``, non-negative and sparse. ``None`` only when
     :meth:`SparseAutoencoder.forward` was called with ``dense_codes=False`` and ``code`` holds them."""
 
-    pre: Tensor
-    """Pre-activations ``(s x - b_dec) W_enc + b_enc``, shape ``(..., d_sae)``."""
+    pre: Tensor | None
+    """Pre-activations ``(s x - b_dec) W_enc + b_enc``, shape ``(..., d_sae)``. ``None`` for a TopK SAE
+    called with ``dense_codes=False`` (the trainer's step computes them a chunk at a time and keeps only the
+    code, :func:`~seqsae_lib.sae.sparsity.topk_encode`)."""
 
     loss: Tensor
     """Total training loss: ``mse + aux_coefficient * aux_loss + l1_coefficient * l1_loss``."""
@@ -352,7 +354,8 @@ class SparseAutoencoder(nn.Module):
         dense_codes : bool, default True
             ``False``: where the latents come as a sparse code (``"topk"``, training-mode ``"batchtopk"``),
             skip building the dense ``(n, d_sae)`` matrix; ``z`` is then ``None`` and ``code`` holds them. The
-            trainer does this: the losses and gradients are the same.
+            trainer does this: the losses and gradients are the same (to rounding). A TopK SAE then also skips
+            the dense pre-activations (``pre`` is ``None``) and back-propagates through the kept entries only.
 
         Returns
         -------
@@ -371,8 +374,13 @@ class SparseAutoencoder(nn.Module):
         cfg = self.config
         x_in = x2 * self.input_scale
         centered = x_in - self.b_dec
-        pre = centered @ self.W_enc + self.b_enc
-        z, code = self._activate(pre, dense=dense_codes or not cfg.sparse_decode)
+        pre: Tensor | None
+        if cfg.kind == "topk" and cfg.sparse_decode and not dense_codes:  # the trainer's step: no (n, d_sae) tensor
+            vals, idx = topk_encode(centered, self.W_enc, self.b_enc, cfg.k)
+            pre, z, code = None, None, (idx, vals, None)
+        else:
+            pre = centered @ self.W_enc + self.b_enc
+            z, code = self._activate(pre, dense=dense_codes or not cfg.sparse_decode)
         if code is not None and cfg.sparse_decode:
             x_hat_in = self._decode_sparse(*code) + self.b_dec
         else:
@@ -393,13 +401,13 @@ class SparseAutoencoder(nn.Module):
                     f"dead_mask must be a bool tensor of shape ({self.d_sae},) (d_sae), got "
                     f"{getattr(dead_mask, 'dtype', type(dead_mask).__name__)} {tuple(getattr(dead_mask, 'shape', ()))}"
                 )
-            aux_loss = self._aux_loss(centered, x_in - x_hat_in.detach(), dead_mask.to(pre.device))
+            aux_loss = self._aux_loss(centered, x_in - x_hat_in.detach(), dead_mask.to(x_in.device))
 
         loss = mse + cfg.aux_coefficient * aux_loss + cfg.l1_coefficient * l1_loss
         return SAEOutput(
             x_hat=(x_hat_in / self.input_scale).reshape(*lead, self.d_in),
             z=None if z is None else z.reshape(*lead, self.d_sae),
-            pre=pre.reshape(*lead, self.d_sae),
+            pre=None if pre is None else pre.reshape(*lead, self.d_sae),
             loss=loss,
             mse=mse,
             aux_loss=aux_loss,
