@@ -50,7 +50,7 @@ def main() -> None:
     split = sl.leave_one_out(sl.make_sequences(data, **SASREC_ML100K.sequences))
     model, _ = sl.load_pretrained_sasrec(split.fingerprint)
     store = training_activations(model, split, SAE_ML100K_FINAL.capture_point)
-    print(f"{store.acts.shape[0]:,} final states of the shipped ML-100k SASRec; {args.threads} thread(s), seed 0")
+    print(f"{store.acts.shape[0]:,} final states of the shipped ML-100k SASRec; {args.threads} thread(s)")
     if args.encoder_scales:
         scaled_starts(store, args.encoder_scales, args.lrs or [SAE_ML100K_FINAL.train["lr"]], args.epochs[0])
         return

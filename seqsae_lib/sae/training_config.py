@@ -77,14 +77,19 @@ class SAETrainConfig:
     """After the data-dependent initialisation, scale the encoder by the least-squares factor that makes the
     first reconstructions of the initialisation sample match it in size
     (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.fit_encoder_scale`; the latents chosen do not
-    change). With unit-norm encoder columns the ``k`` winning latents add up to several times each vector, and
-    Adam at a small constant learning rate needs hundreds of steps to shrink them: on ``bench/bench_speed.py``'s
-    TopK workload (lr 4e-4, constant) this takes the FVU after 2 epochs from above 1 to the plain reference's.
-    Off by default: on real states it leaves many latents dead. ``bench/bench_sae_init.py`` (the ML-100k
-    final-state recipe) measured dead fractions of 0.60 after 2 epochs and 0.69 after 10 with it, against
-    0.017 and 0.009 without (FVU 0.049 and 0.029 against 0.110 and 0.033), and 0.52 / 0.22 with the
-    dead-latent fix (``decoder_init="data"``, ``aux_rescale=True``) against 0.000 / 0.001. Ignored for an SAE
-    passed to ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
+    change). With unit-norm encoder columns the ``k`` winning latents add up to several times each vector (first
+    training FVU about 9 on ``bench/bench_speed.py``'s TopK workload, 2 on the ML-100k final states), and Adam
+    at a small constant learning rate needs hundreds of steps to shrink them: this is why the unit-norm start
+    converges slowly (FVU after 2 epochs at lr 4e-4: 0.29-0.31 against the plain reference's 0.17).
+
+    Use it together with ``SAEConfig(aux_rescale=True, aux_coefficient=0.25)``. The early overshoot of the
+    unit-norm start is also what spreads the firing over many latents (each step pushes the winners down); a
+    fitted start removes that push, and on real states the first winners keep winning: alone it leaves most
+    latents dead (0.60 after 2 epochs on the ML-100k recipe; the peers' own start, ``bench_speed.py``'s plain
+    reference, 0.23 after 2 and about half after 10), and the plain AuxK at 1/32 does not bring them back. With
+    the rescaled AuxK at 1/4 it reaches a lower FVU than the unit-norm start with as few dead latents
+    (``bench/bench_sae_init.py``). Off by default (the shipped recipes were trained without it). Ignored for an
+    SAE passed to ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
 
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with
