@@ -40,7 +40,7 @@ from seqsae_lib.sae import normalization
 from seqsae_lib.sae.config import SAEConfig
 from seqsae_lib.sae.inputs import check_vectors
 from seqsae_lib.sae.io import load_sae, save_sae
-from seqsae_lib.sae.sparsity import SparseCode, batchtopk_codes, threshold_codes, topk_codes, topk_encode
+from seqsae_lib.sae.sparsity import SparseCode, batchtopk_codes, sparse_decode, threshold_codes, topk_autoencode, topk_codes
 
 
 __all__ = ["SAEOutput", "SparseAutoencoder"]
@@ -71,7 +71,7 @@ class SAEOutput:
     pre: Tensor | None
     """Pre-activations ``(s x - b_dec) W_enc + b_enc``, shape ``(..., d_sae)``. ``None`` for a TopK SAE
     called with ``dense_codes=False`` (the trainer's step computes them a chunk at a time and keeps only the
-    code, :func:`~seqsae_lib.sae.sparsity.topk_encode`)."""
+    code, :func:`~seqsae_lib.sae.sparsity.topk_autoencode`)."""
 
     loss: Tensor
     """Total training loss: ``mse + aux_coefficient * aux_loss + l1_coefficient * l1_loss``."""
@@ -310,8 +310,8 @@ class SparseAutoencoder(nn.Module):
     # ---- decoder -------------------------------------------------------------------------------------
 
     def _decode_sparse(self, idx: Tensor, vals: Tensor, offsets: Tensor | None) -> Tensor:
-        """``sum_j vals_j * W_dec[idx_j]`` per row (no bias), via embedding_bag."""
-        return F.embedding_bag(idx, self.W_dec, offsets, mode="sum", per_sample_weights=vals)
+        """``sum_j vals_j * W_dec[idx_j]`` per row (no bias), via embedding_bag (:func:`~seqsae_lib.sae.sparsity.sparse_decode`)."""
+        return sparse_decode(idx, vals, self.W_dec, offsets)
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstruction ``(z W_dec + b_dec) / s`` from latent activations, in input units.
@@ -376,16 +376,17 @@ class SparseAutoencoder(nn.Module):
         centered = x_in - self.b_dec
         pre: Tensor | None
         if cfg.kind == "topk" and cfg.sparse_decode and not dense_codes:  # the trainer's step: no (n, d_sae) tensor
-            vals, idx = topk_encode(centered, self.W_enc, self.b_enc, cfg.k)
+            vals, idx, recon = topk_autoencode(centered, self.W_enc, self.b_enc, self.W_dec, cfg.k)
             pre, z, code = None, None, (idx, vals, None)
+            x_hat_in = recon + self.b_dec
         else:
             pre = centered @ self.W_enc + self.b_enc
             z, code = self._activate(pre, dense=dense_codes or not cfg.sparse_decode)
-        if code is not None and cfg.sparse_decode:
-            x_hat_in = self._decode_sparse(*code) + self.b_dec
-        else:
-            assert z is not None
-            x_hat_in = z @ self.W_dec + self.b_dec
+            if code is not None and cfg.sparse_decode:
+                x_hat_in = self._decode_sparse(*code) + self.b_dec
+            else:
+                assert z is not None
+                x_hat_in = z @ self.W_dec + self.b_dec
         mse = (x_hat_in - x_in).pow(2).mean()
         zero = mse.new_zeros(())
 

@@ -239,10 +239,8 @@ def _train(
                     fired = out.z > 0
                     since_fired[fired.any(dim=0)] = 0
                     active_count = float(fired.sum())
-                x_in = x * sae.input_scale
-                x_hat_in = out.x_hat * sae.input_scale
-                sse = float((x_hat_in - x_in).pow(2).sum())
-                total_var = float((x_in - x_in.mean(dim=0)).pow(2).sum())
+                sse = out.mse.item() * x.numel()  # mse is the mean squared error in internal units
+                total_var = float((x - x.mean(dim=0)).pow(2).sum()) * float(sae.input_scale) ** 2
                 batch_metrics = {
                     "loss": out.loss.item(),
                     "mse": out.mse.item(),

@@ -59,3 +59,47 @@ def test_bad_shapes_and_k_are_refused_with_the_shapes(shapes, k, match):
     tensors = [torch.zeros(s) for s in shapes]
     with pytest.raises(ValueError, match=match):
         topk_encode(*tensors, k)
+
+
+def test_autoencode_and_sparse_decode_equal_embedding_bag_in_values_and_gradients():
+    from seqsae_lib.sae.sparsity import sparse_decode, topk_autoencode
+
+    gen = torch.Generator().manual_seed(1)
+    n, d, m, k = 200, 12, 80, 6
+    centered = torch.randn(n, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(d, m, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = (torch.randn(m, generator=gen, dtype=torch.float64) - 6.0).requires_grad_(True)
+    W_dec = torch.randn(m, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    weight = torch.randn(m, generator=gen, dtype=torch.float64)
+
+    def loss(vals, idx, recon):  # a reconstruction term and a term on the code itself
+        return (recon - target).pow(2).sum() + (vals * weight[idx]).sum()
+
+    vals, idx = dense_reference(centered, W, b, k)
+    want_recon = F.embedding_bag(idx, W_dec, mode="sum", per_sample_weights=vals)
+    want = torch.autograd.grad(loss(vals, idx, want_recon), (centered, W, b, W_dec))
+    got_vals, got_idx, got_recon = topk_autoencode(centered, W, b, W_dec, k, chunk_rows=64)
+    got = torch.autograd.grad(loss(got_vals, got_idx, got_recon), (centered, W, b, W_dec))
+    torch.testing.assert_close(as_dense(got_vals.detach(), got_idx, m), as_dense(vals.detach(), idx, m), rtol=0, atol=1e-12)
+    torch.testing.assert_close(got_recon, want_recon, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+    # sparse_decode alone, with a ragged code (offsets), as BatchTopK's
+    flat_idx = torch.tensor([3, 7, 7, 1, 0, 5, 2], dtype=torch.long)
+    offsets = torch.tensor([0, 2, 2, 5], dtype=torch.long)  # row 1 is empty
+    v = torch.rand(7, generator=gen, dtype=torch.float64, requires_grad=True)
+    outs = [fn(flat_idx, v, W_dec, offsets) for fn in
+            (sparse_decode, lambda i, w, W_, o: F.embedding_bag(i, W_, o, mode="sum", per_sample_weights=w))]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad((o * target[:4]).sum(), (v, W_dec)) for o in outs]
+    for g, w in zip(*grads):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_autoencode_refuses_a_decoder_of_the_wrong_shape():
+    from seqsae_lib.sae.sparsity import topk_autoencode
+
+    with pytest.raises(ValueError, match=r"W_dec must have shape \(12, d_in\), got \(11, 4\)"):
+        topk_autoencode(torch.zeros(5, 4), torch.zeros(4, 12), torch.zeros(12), torch.zeros(11, 4), 2)
