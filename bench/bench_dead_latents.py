@@ -7,9 +7,10 @@ The grid of the conditions study (ML-100k, the shipped SASRec's training windows
 lr 2e-3, seed 0): TopK with k in {4, 8, 16, 32} at 2,048 latents, 512 and 4,096 latents at k = 16, BatchTopK
 at k = 16, and the shipped recipe at "block_0" and "embed". Each point is trained twice:
 
-* ``before``: the library's defaults (random unit decoder rows, plain AuxK);
+* ``before``: random unit decoder rows, plain AuxK at 1/32, unit-norm encoder start (the library's defaults
+  when this bench was written);
 * ``after``: ``SAETrainConfig(decoder_init="data")`` and ``SAEConfig(aux_rescale=True)`` (what
-  :func:`seqsae_lib.experiments.run_condition` uses).
+  :func:`seqsae_lib.experiments.run_condition` uses, with AuxK at 1/32 and the unit-norm start).
 
 Prints one line per run as it finishes and the table at the end: the dead fraction on the training states as
 ``evaluate_reconstruction(sae, store.acts)["dead_fraction"]`` defines it (firing on fewer than one in
@@ -41,8 +42,8 @@ GRID: dict[str, dict] = {
 """Grid points: changes to the shipped recipe (final state, TopK, 2,048 latents, k = 16)."""
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
-    "before": ({}, {}),
-    "after": ({"aux_rescale": True}, {"decoder_init": "data"}),
+    "before": ({"aux_rescale": False, "aux_coefficient": 1 / 32}, {"fit_encoder_scale": False}),
+    "after": ({"aux_rescale": True, "aux_coefficient": 1 / 32}, {"decoder_init": "data", "fit_encoder_scale": False}),
 }
 """(SAEConfig options, SAETrainConfig options) of each variant."""
 

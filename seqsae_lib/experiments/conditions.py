@@ -155,10 +155,12 @@ def run_condition(
     check_choice("kind", condition.kind, ("topk", "batchtopk", "relu"))
     num_epochs = check_int("num_epochs", num_epochs, minimum=1)
     start = time.perf_counter()
+    # the settings the recorded study ran with (before the library's defaults became aux 1/4 and a fitted start)
     config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed,
-                       aux_rescale=True)
+                       aux_rescale=True, aux_coefficient=1 / 32)
     train_config = SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
-                                  num_threads=num_threads, progress=False, decoder_init="data")
+                                  num_threads=num_threads, progress=False, decoder_init="data",
+                                  fit_encoder_scale=False)
     sae, _ = train_sae(store, config, train_config)
     sae.eval()
     quality = evaluate_reconstruction(sae, store.acts)

@@ -137,10 +137,12 @@ def planted_topic_experiment(
     start = time.perf_counter()
     store = collect_activations(net, split.train, capture_point, next_items=split.valid_targets,
                                 fingerprint=split.fingerprint, progress=False)
-    config = SAEConfig(**{"d_in": store.d_model, "d_sae": 256, "kind": "topk", "k": 8, "seed": seed, **(sae or {})})
+    # plain AuxK at 1/32 and the unit-norm start: the settings the chapter's figures were measured with
+    config = SAEConfig(**{"d_in": store.d_model, "d_sae": 256, "kind": "topk", "k": 8, "seed": seed,
+                          "aux_rescale": False, "aux_coefficient": 1 / 32, **(sae or {})})
     dictionary, _ = train_sae(store, config, SAETrainConfig(**{
         "num_epochs": 10, "batch_size": 512, "lr": 2e-3, "seed": seed, "num_threads": num_threads,
-        "progress": progress, **(sae_train or {})}))
+        "progress": progress, "fit_encoder_scale": False, **(sae_train or {})}))
     dictionary.eval()
     codes = latent_activations(dictionary, store)
     seconds["SAE"] = time.perf_counter() - start

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from seqsae_lib.utils.checks import check_choice, check_float, check_int
 
-__all__ = ["SAE_KINDS", "DEFAULT_DEAD_AFTER", "SAEKind", "SAEConfig", "is_dead"]
+__all__ = ["SAE_KINDS", "DEFAULT_DEAD_AFTER", "FIELDS_ADDED_LATER", "SAEKind", "SAEConfig", "is_dead"]
 
 SAE_KINDS: tuple[str, ...] = ("topk", "batchtopk", "relu")
 """The sparsifying activations :class:`~seqsae_lib.sae.autoencoder.SparseAutoencoder` implements."""
@@ -26,6 +26,10 @@ DEFAULT_DEAD_AFTER: int = 20_000
 """Default of :attr:`SAEConfig.dead_after`: a latent silent for this many vectors counts as dead."""
 
 SAEKind = Literal["topk", "batchtopk", "relu"]
+
+FIELDS_ADDED_LATER: dict[str, Any] = {"aux_rescale": False}
+"""Fields of :class:`SAEConfig` that older saved configs lack, with the value those files were trained with
+(:meth:`SAEConfig.from_dict` fills them in; a new default would misdescribe them)."""
 
 
 @dataclass
@@ -61,15 +65,21 @@ class SAEConfig:
     """Number of dead latents the AuxK loss (Gao et al. 2024) may use to reconstruct the residual error.
     ``None`` resolves to ``min(2 * d_in, d_sae)``."""
 
-    aux_coefficient: float = 1.0 / 32.0
-    """Weight of the AuxK loss (1/32 as in Gao et al. 2024); 0 disables it."""
+    aux_coefficient: float = 0.25
+    """Weight of the AuxK loss; 0 disables it. Gao et al. (2024) use 1/32 with the plain AuxK; with the rescaled
+    AuxK (``aux_rescale``, the default) and the fitted encoder start
+    (:attr:`~seqsae_lib.sae.training_config.SAETrainConfig.fit_encoder_scale`, the default) 1/4 kept the fewest
+    latents dead at the best FVU of the weights tried (1/32 to 1) on the ML-100k recipe
+    (``bench/bench_sae_init.py``). The shipped recipes were trained with 1/32 and say so."""
 
-    aux_rescale: bool = False
+    aux_rescale: bool = True
     """Rescale the AuxK reconstruction ``e_hat`` by the least-squares factor ``a`` in ``[0, 1]`` (one per batch,
     no gradient through it) before comparing it with the residual ``e``. The AuxK loss is then at most that of
     predicting zero (the residual's mean square over its variance, about 1), and a dead latent is never pushed
     to *lower* its activations because the ``aux_k`` of them together overshoot the small residual, which is
-    what keeps them dead without it. ``False``: the plain AuxK of Gao et al. 2024. Introduced in chapter 3."""
+    what keeps them dead without it. ``False``: the plain AuxK of Gao et al. 2024 (the shipped recipes' setting).
+    A config read from a file written before this field existed gets ``False`` (:meth:`from_dict`). Introduced in
+    chapter 3."""
 
     dead_after: int = DEFAULT_DEAD_AFTER
     """A latent is dead if it fires on fewer than one in ``dead_after`` vectors: in training, if it has not
@@ -147,6 +157,10 @@ class SAEConfig:
 
         Introduced in chapter 3.
 
+        A field missing from ``data`` takes its default, except fields added after files were first written,
+        which take the value that reproduces how those files were trained (:data:`FIELDS_ADDED_LATER`:
+        ``aux_rescale=False``): the shipped SAEs' JSON files predate it.
+
         Raises
         ------
         ValueError
@@ -158,7 +172,7 @@ class SAEConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown SAEConfig field(s) {unknown}; expected a subset of {sorted(names)}")
-        return cls(**data)
+        return cls(**{**FIELDS_ADDED_LATER, **data})
 
 
 def is_dead(vectors_since_fired: Tensor, dead_after: int) -> Tensor:

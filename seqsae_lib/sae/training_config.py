@@ -73,7 +73,7 @@ class SAETrainConfig:
     up (the ``k`` latents that win on a vector at first all point close to it and add up to about ``k`` times
     it). Introduced in chapter 3."""
 
-    fit_encoder_scale: bool = False
+    fit_encoder_scale: bool = True
     """After the data-dependent initialisation, scale the encoder by the least-squares factor that makes the
     first reconstructions of the initialisation sample match it in size
     (:meth:`~seqsae_lib.sae.autoencoder.SparseAutoencoder.fit_encoder_scale`; the latents chosen do not
@@ -88,8 +88,9 @@ class SAETrainConfig:
     latents dead (0.60 after 2 epochs on the ML-100k recipe; the peers' own start, ``bench_speed.py``'s plain
     reference, 0.23 after 2 and about half after 10), and the plain AuxK at 1/32 does not bring them back. With
     the rescaled AuxK at 1/4 it reaches a lower FVU than the unit-norm start with as few dead latents
-    (``bench/bench_sae_init.py``). Off by default (the shipped recipes were trained without it). Ignored for an
-    SAE passed to ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
+    (``bench/bench_sae_init.py``); both are the defaults. The shipped recipes were trained without them and pin
+    ``False`` / ``aux_rescale=False, aux_coefficient=1/32``. Ignored for an SAE passed to
+    ``train_sae(..., sae=...)``. Introduced with ``bench/bench_speed.py``."""
 
     calibrate_threshold: bool = True
     """BatchTopK only: at the end, set the inference threshold from the training data with
