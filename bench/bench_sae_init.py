@@ -10,7 +10,7 @@ number of epochs, three ways:
   (the shipped recipe's settings);
 * ``fitted start + rescaled AuxK 1/4``: :attr:`~seqsae_lib.SAETrainConfig.fit_encoder_scale` (the encoder
   scaled so the first reconstructions fit the data in size), :attr:`~seqsae_lib.SAEConfig.aux_rescale` and
-  ``aux_coefficient = 1/4``: the fix;
+  ``aux_coefficient = 1/4``: the fix (the library's defaults since it was measured);
 * ``plain reference (peers' recipe)``: ``bench/bench_speed.py``'s plain TopK SAE (``nn.Linear`` encoder, its
   weights copied and normalised for the decoder, geometric-median ``b_dec``, FVU loss, no AuxK, constant lr)
   at the same k, dictionary, batch and lr.
