@@ -19,24 +19,13 @@ alone.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from bench_sasrec_kernels import median_ms  # the same timer (bench/ is on sys.path when run as a script)
 from seqsae_lib.sae.sparsity import topk_encode
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
