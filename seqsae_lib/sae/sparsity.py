@@ -110,6 +110,11 @@ def _check_code_args(centered: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, chu
         raise ValueError(f"k must be in [1, d_sae={W_enc.shape[1]}], got {k}")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    finite = torch.isfinite(centered).all(dim=1)
+    if not bool(finite.all()):  # a NaN would silently win or lose every comparison of the TopK
+        rows = (~finite).nonzero().flatten()
+        raise ValueError(f"topk_encode: centered has NaN or infinite values in {rows.numel()} row(s), first "
+                         f"{rows[:5].tolist()}")
 
 
 def topk_encode(centered: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, *, chunk_rows: int = 256,

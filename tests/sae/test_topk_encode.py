@@ -103,3 +103,15 @@ def test_autoencode_refuses_a_decoder_of_the_wrong_shape():
 
     with pytest.raises(ValueError, match=r"W_dec must have shape \(12, d_in\), got \(11, 4\)"):
         topk_autoencode(torch.zeros(5, 4), torch.zeros(4, 12), torch.zeros(12), torch.zeros(11, 4), 2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_refused_with_the_rows(bad):
+    from seqsae_lib.sae.sparsity import topk_autoencode
+
+    centered = torch.zeros(6, 4)
+    centered[2, 1] = centered[5, 0] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 2 row\(s\), first \[2, 5\]"):
+        topk_encode(centered, torch.zeros(4, 12), torch.zeros(12), 2)
+    with pytest.raises(ValueError, match=r"NaN or infinite"):
+        topk_autoencode(centered, torch.zeros(4, 12), torch.zeros(12), torch.zeros(12, 4), 2)
