@@ -42,8 +42,8 @@ GRID: dict[str, dict] = {
 """Grid points: changes to the shipped recipe (final state, TopK, 2,048 latents, k = 16)."""
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
-    "before": ({"aux_rescale": False, "aux_coefficient": 1 / 32}, {"fit_encoder_scale": False}),
-    "after": ({"aux_rescale": True, "aux_coefficient": 1 / 32}, {"decoder_init": "data", "fit_encoder_scale": False}),
+    "before": (dict(sl.sae.UNIT_START_SAE), dict(sl.sae.UNIT_START_TRAIN)),
+    "after": ({**sl.sae.UNIT_START_SAE, "aux_rescale": True}, {"decoder_init": "data", **sl.sae.UNIT_START_TRAIN}),
 }
 """(SAEConfig options, SAETrainConfig options) of each variant."""
 

@@ -311,8 +311,8 @@ SAE_DEFAULTS = dict(sae={}, train={"warmup_steps": 0, "decay_start": 1.0})
 """The library's TopK SAE with its defaults (the encoder's initial scale fitted to the data, the rescaled AuxK at
 1/4; no latent dies on this workload, so AuxK is idle here), at the workload's constant lr 4e-4."""
 
-SAE_UNIT_START = dict(sae={"aux_rescale": False, "aux_coefficient": 1 / 32},
-                      train={"warmup_steps": 0, "decay_start": 1.0, "fit_encoder_scale": False})
+SAE_UNIT_START = dict(sae=dict(sl.sae.UNIT_START_SAE),
+                      train={"warmup_steps": 0, "decay_start": 1.0, **sl.sae.UNIT_START_TRAIN})
 """The same with the previous defaults: the encoder started as the unit-norm decoder's transpose, plain AuxK."""
 
 SAE_CONTENDERS: dict[str, Callable[..., tuple[float, float, list[float]]]] = {

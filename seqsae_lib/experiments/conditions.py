@@ -26,7 +26,9 @@ from seqsae_lib.interpret import (
     top_firing_concentration,
 )
 from seqsae_lib.interpret.unit_types import _unit_type_makers
-from seqsae_lib.sae import ActivationStore, SAEConfig, SAETrainConfig, evaluate_reconstruction, train_sae
+from seqsae_lib.sae import (
+    UNIT_START_SAE, UNIT_START_TRAIN, ActivationStore, SAEConfig, SAETrainConfig, evaluate_reconstruction, train_sae,
+)
 from seqsae_lib.utils.checks import check_choice, check_int
 
 __all__ = ["Condition", "CONDITIONS", "CONTROLS", "RECORDED_DIR", "run_condition", "load_conditions"]
@@ -157,10 +159,10 @@ def run_condition(
     start = time.perf_counter()
     # the settings the recorded study ran with (before the library's defaults became aux 1/4 and a fitted start)
     config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed,
-                       aux_rescale=True, aux_coefficient=1 / 32)
+                       aux_rescale=True, aux_coefficient=UNIT_START_SAE["aux_coefficient"])
     train_config = SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
                                   num_threads=num_threads, progress=False, decoder_init="data",
-                                  fit_encoder_scale=False)
+                                  **UNIT_START_TRAIN)
     sae, _ = train_sae(store, config, train_config)
     sae.eval()
     quality = evaluate_reconstruction(sae, store.acts)

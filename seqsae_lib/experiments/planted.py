@@ -28,7 +28,7 @@ from seqsae_lib.interpret import (
 )
 from seqsae_lib.utils.runtime import set_seed, set_threads
 from seqsae_lib.sae import SAEConfig, SparseAutoencoder
-from seqsae_lib.sae import SAETrainConfig, train_sae
+from seqsae_lib.sae import UNIT_START_SAE, UNIT_START_TRAIN, SAETrainConfig, train_sae
 from seqsae_lib.model import SASRec
 from seqsae_lib.data import LeaveOneOutSplit, SequenceData, leave_one_out, make_sequences
 from seqsae_lib.data import make_synthetic
@@ -139,10 +139,10 @@ def planted_topic_experiment(
                                 fingerprint=split.fingerprint, progress=False)
     # plain AuxK at 1/32 and the unit-norm start: the settings the chapter's figures were measured with
     config = SAEConfig(**{"d_in": store.d_model, "d_sae": 256, "kind": "topk", "k": 8, "seed": seed,
-                          "aux_rescale": False, "aux_coefficient": 1 / 32, **(sae or {})})
+                          **UNIT_START_SAE, **(sae or {})})
     dictionary, _ = train_sae(store, config, SAETrainConfig(**{
         "num_epochs": 10, "batch_size": 512, "lr": 2e-3, "seed": seed, "num_threads": num_threads,
-        "progress": progress, "fit_encoder_scale": False, **(sae_train or {})}))
+        "progress": progress, **UNIT_START_TRAIN, **(sae_train or {})}))
     dictionary.eval()
     codes = latent_activations(dictionary, store)
     seconds["SAE"] = time.perf_counter() - start

@@ -24,7 +24,7 @@ from seqsae_lib.sae.normalization import (
 )
 from seqsae_lib.sae.store import ActivationFileError, ActivationStore, activation_paths
 from seqsae_lib.sae.activations import collect_activations
-from seqsae_lib.sae.training_config import SAEHistory, SAETrainConfig, lr_factor
+from seqsae_lib.sae.training_config import UNIT_START_SAE, UNIT_START_TRAIN, SAEHistory, SAETrainConfig, lr_factor
 from seqsae_lib.sae.training import initial_sae, train_sae, train_sae_grid
 from seqsae_lib.sae.metrics import (
     DensityHistogram, cosine_similarity, dead_fraction, dense_fraction, density_histogram, evaluate_reconstruction,
@@ -46,7 +46,7 @@ __all__ = [
     "calibrate_threshold", "fold_decoder_norms", "fold_normalization", "init_b_dec", "init_decoder_from_data",
     "init_input_scale", "remove_gradient_parallel_to_decoder_directions", "set_decoder_norm_to_unit_norm",
     "ActivationFileError", "ActivationStore", "activation_paths", "collect_activations",
-    "SAEHistory", "SAETrainConfig", "initial_sae", "lr_factor", "train_sae", "train_sae_grid",
+    "SAEHistory", "SAETrainConfig", "UNIT_START_SAE", "UNIT_START_TRAIN", "initial_sae", "lr_factor", "train_sae", "train_sae_grid",
     "DensityHistogram", "cosine_similarity", "dead_fraction", "dense_fraction", "density_histogram",
     "evaluate_reconstruction", "feature_density", "fvu", "l0",
     "SPLICE_MODES", "SpliceMode", "check_mean", "check_sae_width", "resolve_capture_point", "splice",

@@ -7,14 +7,24 @@ Introduced in chapter 3. The training loop that reads them is
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 import pandas as pd
 from torch import Tensor
 
 from seqsae_lib.utils.checks import check_choice, check_float, check_int
 
-__all__ = ["SAETrainConfig", "SAEHistory", "lr_factor"]
+__all__ = ["SAETrainConfig", "SAEHistory", "lr_factor", "UNIT_START_SAE", "UNIT_START_TRAIN"]
+
+UNIT_START_SAE: Mapping[str, Any] = MappingProxyType({"aux_rescale": False, "aux_coefficient": 1 / 32})
+"""The :class:`~seqsae_lib.sae.config.SAEConfig` settings the library had before the fitted encoder start became
+the default: the plain AuxK of Gao et al. (2024) at 1/32. The shipped recipes, the planted experiment and the
+benches' "before" rows were trained with them and pin them (``SAEConfig(..., **UNIT_START_SAE)``)."""
+
+UNIT_START_TRAIN: Mapping[str, Any] = MappingProxyType({"fit_encoder_scale": False})
+"""The :class:`SAETrainConfig` setting that goes with :data:`UNIT_START_SAE`: the encoder starts as the unit-norm
+decoder's transpose (:attr:`SAETrainConfig.fit_encoder_scale` off)."""
 
 
 @dataclass

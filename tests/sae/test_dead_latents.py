@@ -6,12 +6,22 @@ import pytest
 import torch
 
 import seqsae_lib.sae as sae_module
-from seqsae_lib.sae import ActivationStore, SAEConfig, SAETrainConfig, SparseAutoencoder, evaluate_reconstruction, train_sae
+from seqsae_lib.sae import (
+    UNIT_START_SAE, UNIT_START_TRAIN, ActivationStore, SAEConfig, SAETrainConfig, SparseAutoencoder,
+    evaluate_reconstruction, train_sae,
+)
 
 OLD = ({"aux_rescale": False, "aux_coefficient": 1 / 32}, {"fit_encoder_scale": False})
 """The library's defaults when the dead-latent fix was made (the shipped recipes' settings)."""
 FIXED = ({"aux_rescale": True, "aux_coefficient": 1 / 32}, {"decoder_init": "data", "fit_encoder_scale": False})
 """The dead-latent fix as the conditions study uses it."""
+
+
+def test_the_named_old_settings_are_the_old_defaults():
+    # written out above on purpose: the constants the recipes pin must keep meaning the settings they trained with
+    assert (dict(UNIT_START_SAE), dict(UNIT_START_TRAIN)) == OLD
+    with pytest.raises(TypeError):
+        UNIT_START_SAE["aux_coefficient"] = 0.5  # read-only: a caller cannot change every recipe at once
 
 
 def cone(n: int = 6000, d: int = 16, seed: int = 0) -> torch.Tensor:

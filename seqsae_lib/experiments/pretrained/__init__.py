@@ -19,6 +19,7 @@ from seqsae_lib.data import DATASETS
 from seqsae_lib.model import load_checkpoint
 from seqsae_lib.model import SASRec
 from seqsae_lib.model import History, TrainConfig, train_sasrec
+from seqsae_lib.sae import UNIT_START_SAE, UNIT_START_TRAIN
 
 __all__ = ["SASRecRecipe", "SASREC_ML100K", "SASREC_ML1M_U2999", "SASREC_RECIPES", "sasrec_recipe", "SAERecipe", "SAE_ML100K_FINAL", "SAE_ML100K_BLOCK_0", "SAE_ML100K_BLOCK_1", "SAE_ML100K_EMBED", "SAE_ML1M_U2999_FINAL", "SAE_RECIPES", "SAE_RECIPES_BY_NAME", "sae_recipe", "PRETRAINED_DIR", "PRETRAINED_ENV_VAR", "pretrained_stem",
            "load_pretrained_sasrec", "load_pretrained_sae", "training_activations",
@@ -194,8 +195,8 @@ SAE_ML100K_FINAL = SAERecipe(
     name="sae_ml100k_final",
     sasrec=SASREC_ML100K.name,
     capture_point="final",
-    sae={"d_sae": 2048, "kind": "topk", "k": 16, "aux_rescale": False, "aux_coefficient": 1 / 32},
-    train={"batch_size": 1024, "lr": 2e-3, "num_epochs": 10, "fit_encoder_scale": False},
+    sae={"d_sae": 2048, "kind": "topk", "k": 16, **UNIT_START_SAE},
+    train={"batch_size": 1024, "lr": 2e-3, "num_epochs": 10, **UNIT_START_TRAIN},
 )
 """The recipe of the shipped SAE on the shipped SASRec's final state (see ``scripts/train_sae.py``). It pins the
 plain AuxK at 1/32 and the unit-norm encoder start it was trained with (the library's defaults are now the
