@@ -403,11 +403,19 @@ def plot_explanation(explanation: "Explanation", n: int = 8, ax: "Axes | None" =
     colors = ["#55A868" if v >= 0 else "#C44E52" for v in values]
     y = np.arange(len(values))[::-1]
     ax.barh(y, values, left=start, color=colors)
-    for yi, s0, v in zip(y, start, values):
-        ax.text(s0 + v, yi, f" {v:+.2f}", va="center", ha="left" if v >= 0 else "right", fontsize=8)
-    ax.axvline(explanation.score, color="black", linestyle="--", linewidth=1, label=f"score {explanation.score:.2f}")
-    ax.set_yticks(y, names, fontsize=8)
+    ax.axvline(explanation.score, color="black", linestyle="--", linewidth=1, zorder=1)
+    for yi, s0, v in zip(y, start, values):  # on a white box, so the score line never crosses the digits
+        ax.text(s0 + v, yi, f" {v:+.2f} ", va="center", ha="left" if v >= 0 else "right", fontsize=9.5, zorder=3,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0})
+    ends = np.concatenate([[0.0], np.cumsum(values)])
+    lo, hi = float(min(ends.min(), explanation.score)), float(max(ends.max(), explanation.score))
+    span = (hi - lo) or 1.0
+    ax.set_xlim(lo - 0.04 * span - (0.12 * span if any(v < 0 for v in values) else 0.0),
+                hi + 0.14 * span)  # room for the labels beyond the bars
+    ax.set_ylim(-0.7, len(values) + 0.1)
+    ax.text(explanation.score, len(values) - 0.3, f"score {explanation.score:.2f}", ha="center", va="center",
+            fontsize=10, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.set_yticks(y, names, fontsize=9.5)
     ax.set_xlabel("contribution to the score (logit)")
     ax.set_title(f"Why {_short(explanation.title or str(explanation.item), 50)}?")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
     return ax
