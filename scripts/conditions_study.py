@@ -2,6 +2,8 @@
 
     python scripts/conditions_study.py --threads 2            # the whole grid (seqsae_lib.experiments.CONDITIONS)
     python scripts/conditions_study.py --only k=4 block_0     # some rows (added to / replacing recorded rows)
+    python scripts/conditions_study.py --only "shipped recipe" --library-defaults --out /tmp/defaults
+                                                              # the library's current SAE defaults instead
 
 For each condition it trains the SAE on the shipped SASRec's states (ML-100k; MovieLens-1M users 1-2,999 with its
 shipped SASRec; the planted-topic SASRec trained here), compares the latents with the untrained SAE, a random
@@ -12,6 +14,10 @@ control) and ``conditions.json`` (every run that wrote rows: command, threads, s
 interrupted run keeps what it finished to ``seqsae_lib/experiments/recorded/``
 (``--out`` for another folder). Chapter 4 reads them with ``sl.load_conditions()``.
 
+``--library-defaults`` trains every SAE with the library's current defaults for the start and AuxK (random rows,
+the fitted encoder scale, the rescaled AuxK at 1/4) instead of the settings the recorded study ran with (data-vector
+rows, the unit-norm start, the rescaled AuxK at 1/32); its tables go to ``--out``, never to the recorded folder.
+
 The number of SAE epochs is chosen per data set so that every SAE sees about the same number of training
 vectors as the shipped recipe (10 epochs of ML-100k's 83,857 states).
 """
@@ -19,6 +25,7 @@ vectors as the shipped recipe (10 epochs of ML-100k's 83,857 states).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -43,7 +50,14 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RECORDED_DIR)
     parser.add_argument("--fresh", action="store_true", help="drop the recorded rows first (default: add/replace rows)")
+    parser.add_argument("--library-defaults", action="store_true",
+                        help="train with the library's current SAE start and AuxK defaults (needs --out elsewhere)")
     args = parser.parse_args()
+    options: dict = {}
+    if args.library_defaults:
+        if args.out.resolve() == RECORDED_DIR.resolve():
+            sys.exit("--library-defaults writes tables the chapters do not read: give --out another folder")
+        options = library_default_options()
     sl.set_threads(args.threads)
     by_name = {c.name: c for c in CONDITIONS}
     unknown = set(args.only or ()) - set(by_name)
@@ -77,7 +91,7 @@ def main() -> None:
         store = training_activations(model, split, condition.capture_point)
         epochs = max(1, round(TARGET_VECTORS / len(store)))
         summary, table = run_condition(condition, store, data, num_epochs=epochs, seed=args.seed,
-                                       num_threads=args.threads, n_boot=args.n_boot)
+                                       num_threads=args.threads, n_boot=args.n_boot, **options)
         sae_input = table[(table["side"] == "input")].set_index("other")
         print(f"{condition.name:22s} dead {summary['dead']:.3f}  FVU {summary['fvu']:.3f}  "
               f"{summary['train_seconds'] + summary['score_seconds']:.0f} s  input-genre verdict vs "
@@ -85,6 +99,14 @@ def main() -> None:
         record(paths, pd.DataFrame([summary]), table, order)  # after every condition: an interrupted run keeps its rows
         write_meta(args, time.perf_counter() - started, paths)
     print(f"recorded {len(chosen)} conditions in {args.out} ({(time.perf_counter() - started) / 60:.1f} min this run)")
+
+
+def library_default_options() -> dict:
+    """The library's defaults for the settings the recorded study pins (SAE start and AuxK), as run_condition options."""
+    sae_defaults = {f.name: f.default for f in dataclasses.fields(sl.SAEConfig)}
+    train_defaults = sl.SAETrainConfig()
+    return {"sae_options": {name: sae_defaults[name] for name in ("aux_rescale", "aux_coefficient")},
+            "train_options": {name: getattr(train_defaults, name) for name in ("decoder_init", "fit_encoder_scale")}}
 
 
 def write_meta(args: argparse.Namespace, seconds: float, paths: dict) -> None:

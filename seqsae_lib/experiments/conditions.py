@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -101,6 +101,8 @@ def run_condition(
     top_n: int = 100,
     min_fires: int = 100,
     n_boot: int = 1000,
+    sae_options: Mapping[str, Any] | None = None,
+    train_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train one condition's SAE on ``store`` and compare it fairly with the controls.
 
@@ -124,6 +126,11 @@ def run_condition(
     top_n, min_fires, n_boot
         Passed to the fair measures (each unit's ``top_n`` strongest firing positions; units firing fewer than
         ``min_fires`` times are not scored) and the bootstrap.
+    sae_options, train_options
+        :class:`~seqsae_lib.sae.config.SAEConfig` and :class:`~seqsae_lib.sae.training_config.SAETrainConfig`
+        fields that replace the recorded study's settings (for instance the library's current defaults,
+        ``scripts/conditions_study.py --library-defaults``); the condition's own fields (size, k, kind) and the
+        seed cannot be replaced this way.
 
     Returns
     -------
@@ -158,11 +165,17 @@ def run_condition(
     num_epochs = check_int("num_epochs", num_epochs, minimum=1)
     start = time.perf_counter()
     # the settings the recorded study ran with (before the library's defaults became aux 1/4 and a fitted start)
-    config = SAEConfig(d_in=store.d_model, d_sae=condition.d_sae, kind=condition.kind, k=condition.k, seed=seed,
-                       aux_rescale=True, aux_coefficient=UNIT_START_SAE["aux_coefficient"])
-    train_config = SAETrainConfig(batch_size=1024, lr=2e-3, num_epochs=num_epochs, seed=seed,
-                                  num_threads=num_threads, progress=False, decoder_init="data",
-                                  **UNIT_START_TRAIN)
+    fixed = {"d_in", "d_sae", "kind", "k", "seed", "num_epochs", "num_vectors"} & {*(sae_options or {}),
+                                                                              *(train_options or {})}
+    if fixed:
+        raise ValueError(f"sae_options / train_options may not set {sorted(fixed)}: they are the condition's or "
+                         f"run_condition's own arguments")
+    config = SAEConfig(**{"d_in": store.d_model, "d_sae": condition.d_sae, "kind": condition.kind, "k": condition.k,
+                          "seed": seed, "aux_rescale": True, "aux_coefficient": UNIT_START_SAE["aux_coefficient"],
+                          **(sae_options or {})})
+    train_config = SAETrainConfig(**{"batch_size": 1024, "lr": 2e-3, "num_epochs": num_epochs, "seed": seed,
+                                     "num_threads": num_threads, "progress": False, "decoder_init": "data",
+                                     **UNIT_START_TRAIN, **(train_options or {})})
     sae, _ = train_sae(store, config, train_config)
     sae.eval()
     quality = evaluate_reconstruction(sae, store.acts)

@@ -154,6 +154,36 @@ def test_run_condition_trains_with_the_fix(monkeypatch):
         assert "decoder_init" not in recipe.train and recipe.train["fit_encoder_scale"] is False
 
 
+def test_run_condition_options_replace_the_recorded_settings(monkeypatch):
+    """``--library-defaults`` of the conditions study: options replace the pinned settings, not the condition's."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    import seqsae_lib.experiments.conditions as conditions
+
+    seen = {}
+
+    def fake_train(store, config, train_config):
+        seen.update(config=config, train=train_config)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(conditions, "train_sae", fake_train)
+    n = 20
+    store = ActivationStore(capture_point="final", acts=torch.randn(n, 8), user=np.zeros(n, dtype=np.int64),
+                            position=np.arange(n), input_item=np.ones(n, dtype=np.int64),
+                            next_item=np.ones(n, dtype=np.int64))
+    condition = conditions.Condition("tiny", d_sae=16, k=2)
+    with pytest.raises(RuntimeError, match="stop"):
+        conditions.run_condition(condition, store, SimpleNamespace(name="ml-100k"), num_epochs=1,
+                                 sae_options={"aux_coefficient": 0.25},
+                                 train_options={"decoder_init": "random", "fit_encoder_scale": True})
+    assert (seen["config"].aux_coefficient, seen["config"].aux_rescale, seen["config"].k) == (0.25, True, 2)
+    assert (seen["train"].decoder_init, seen["train"].fit_encoder_scale, seen["train"].lr) == ("random", True, 2e-3)
+    for options in ({"sae_options": {"k": 4}}, {"train_options": {"num_epochs": 3}}):
+        with pytest.raises(ValueError, match="may not set"):
+            conditions.run_condition(condition, store, SimpleNamespace(name="ml-100k"), **options)
+
+
 @pytest.mark.parametrize("decoder_init", ["random", "data"])
 def test_initial_sae_is_the_trainers_starting_point(decoder_init):
     # with a vanishing learning rate (Adam steps of ~1e-12) training moves nothing measurable: the result must
