@@ -4,7 +4,7 @@ Run: SEQSAE_DATA=... python bench/bench_sae_init.py [--threads 1] [--epochs 2 10
 
 Trains the shipped ML-100k final-state SAE recipe (``SAE_ML100K_FINAL``: 2,048 latents, k = 16, batch 1,024,
 lr 2e-3 with the library's warm-up and decay) on the shipped SASRec's 83,857 training states, per seed and
-number of epochs, three ways:
+number of epochs, three ways (and a fourth on request):
 
 * ``unit-norm start``: the encoder starts as the unit-norm decoder's transpose, plain AuxK with weight 1/32
   (the shipped recipe's settings);
@@ -13,7 +13,10 @@ number of epochs, three ways:
   ``aux_coefficient = 1/4``: the fix (the library's defaults since it was measured);
 * ``plain reference (peers' recipe)``: ``bench/bench_speed.py``'s plain TopK SAE (``nn.Linear`` encoder, its
   weights copied and normalised for the decoder, geometric-median ``b_dec``, FVU loss, no AuxK, constant lr)
-  at the same k, dictionary, batch and lr.
+  at the same k, dictionary, batch and lr;
+* ``the same fix from data rows`` (``--runs 3``): the fix with ``SAETrainConfig(decoder_init="data")``, the
+  dictionary start under which the latents' genres are more concentrated
+  (``bench/bench_sae_start_concentration.py``).
 
 Prints, per run, the FVU and the dead fraction on all training states (``evaluate_reconstruction``'s
 definition, for the plain reference computed the same way), and the training FVU at the end of each epoch
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--encoder-scales", type=float, nargs="*", default=None,
                         help="fixed factors for W_enc at the start (with --lrs); replaces the default table")
     parser.add_argument("--lrs", type=float, nargs="*", default=None, help="learning rates for --encoder-scales")
+    parser.add_argument("--runs", type=int, nargs="+", default=[0, 1, 2],
+                        help="which runs of the table, by position (3: the fix from data rows, not in the default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = sl.load_movielens(SASREC_ML100K.dataset)
@@ -57,24 +62,26 @@ def main() -> None:
     print(f"{'start':36s} {'seed':>4s} {'epochs':>6s} {'FVU':>7s} {'dead':>7s}  training FVU at the end of each epoch")
     for seed in args.seeds:
         for epochs in args.epochs:
-            for label in RUNS:
+            for label in [RUNS[i] for i in args.runs]:
                 fvu, dead, curve = run(label, store.acts, seed, epochs)
                 print(f"{label:36s} {seed:4d} {epochs:6d} {fvu:7.4f} {dead:7.4f}  {' '.join(f'{v:.3f}' for v in curve)}",
                       flush=True)
 
 
-RUNS = ("unit-norm start", "fitted start + rescaled AuxK 1/4", "plain reference (peers' recipe)")
+RUNS = ("unit-norm start", "fitted start + rescaled AuxK 1/4", "plain reference (peers' recipe)",
+        "the same fix from data rows")
 
 
 def run(label: str, acts: torch.Tensor, seed: int, epochs: int) -> tuple[float, float, list[float]]:
     """(FVU, dead fraction, training FVU per epoch) of one run."""
     if label == RUNS[2]:
         return plain_run(acts, seed, epochs)
-    fix = label == RUNS[1]
+    fix = label in (RUNS[1], RUNS[3])
     config = sl.SAEConfig(d_in=acts.shape[1], seed=seed, **{**SAE_ML100K_FINAL.sae, "aux_rescale": fix,
                                                            "aux_coefficient": 0.25 if fix else 1 / 32})
     train = sl.SAETrainConfig(seed=seed, progress=False, **{**SAE_ML100K_FINAL.train, "num_epochs": epochs,
-                                                            "fit_encoder_scale": fix})
+                                                            "fit_encoder_scale": fix,
+                                                            "decoder_init": "data" if label == RUNS[3] else "random"})
     sae, history = sl.train_sae(acts, config, train)
     quality = sl.evaluate_reconstruction(sae, acts)
     frame = history.to_frame()
