@@ -64,8 +64,8 @@ def main() -> None:
                                            train_options=train_options)
             t = table.set_index(["side", "other"])
             print(f"{name:72s} seed {seed}  FVU {summary['fvu']:.4f}  dead {summary['dead']:.4f}  "
-                  f"scored {summary['sae_scored']}  median kl_excess input {t.loc[('input', 'PCA'), 'median_reference']:.4f}"
-                  f" next {t.loc[('next', 'PCA'), 'median_reference']:.4f}  input, SAE minus untrained SAE "
+                  f"scored {summary['sae_scored']}  median kl_excess input "
+                  f"{t.loc[('input', 'PCA'), 'median_reference']:.4f} next {t.loc[('next', 'PCA'), 'median_reference']:.4f}  input, SAE minus untrained SAE "
                   f"{t.loc[('input', 'untrained SAE'), 'diff']:+.3f} ({t.loc[('input', 'untrained SAE'), 'verdict']}), "
                   f"minus random rotation {t.loc[('input', 'random rotation'), 'diff']:+.3f} "
                   f"({t.loc[('input', 'random rotation'), 'verdict']})", flush=True)

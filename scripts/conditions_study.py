@@ -102,7 +102,7 @@ def main() -> None:
 
 
 def library_default_options() -> dict:
-    """The library's defaults for the settings the recorded study pins (SAE start and AuxK), as run_condition options."""
+    """The library's defaults for the settings the recorded study pins (SAE start, AuxK): run_condition's options."""
     sae_defaults = {f.name: f.default for f in dataclasses.fields(sl.SAEConfig)}
     train_defaults = sl.SAETrainConfig()
     return {"sae_options": {name: sae_defaults[name] for name in ("aux_rescale", "aux_coefficient")},
