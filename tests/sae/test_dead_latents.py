@@ -123,41 +123,13 @@ def test_invalid_options_name_the_field():
         SAEConfig(d_in=4, d_sae=8, k=2, aux_rescale=1)
 
 
-def test_run_condition_trains_with_the_fix(monkeypatch):
-    """The conditions study (to be re-run) trains with both options; shipped recipes keep the old defaults."""
-    import seqsae_lib.experiments.conditions as conditions
-    from seqsae_lib.experiments.pretrained import SAE_RECIPES_BY_NAME
-
-    seen = {}
-
-    def fake_train(store, config, train_config):
-        seen.update(config=config, train=train_config)
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(conditions, "train_sae", fake_train)
+@pytest.fixture
+def condition_settings(monkeypatch):
+    """``run(**kwargs)``: the SAEConfig and SAETrainConfig run_condition trains a tiny condition with (training is
+    stopped before it starts)."""
     from types import SimpleNamespace
 
     import numpy as np
-
-    n = 20
-    store = ActivationStore(capture_point="final", acts=torch.randn(n, 8), user=np.zeros(n, dtype=np.int64),
-                               position=np.arange(n), input_item=np.ones(n, dtype=np.int64),
-                               next_item=np.ones(n, dtype=np.int64))
-    with pytest.raises(RuntimeError, match="stop"):
-        conditions.run_condition(conditions.Condition("tiny", d_sae=16, k=2), store,
-                                 SimpleNamespace(name="ml-100k"), num_epochs=1)
-    assert seen["config"].aux_rescale is True and seen["train"].decoder_init == "data"
-    assert (seen["train"].batch_size, seen["train"].lr, seen["train"].num_epochs) == (1024, 2e-3, 1)
-    for recipe in SAE_RECIPES_BY_NAME.values():
-        # the shipped recipes pin what they were trained with: plain AuxK at 1/32, random rows, unit-norm start
-        assert recipe.sae["aux_rescale"] is False and recipe.sae["aux_coefficient"] == 1 / 32
-        assert "decoder_init" not in recipe.train and recipe.train["fit_encoder_scale"] is False
-
-
-def test_run_condition_options_replace_the_recorded_settings(monkeypatch):
-    """``--library-defaults`` of the conditions study: options replace the pinned settings, not the condition's."""
-    import numpy as np
-    from types import SimpleNamespace
 
     import seqsae_lib.experiments.conditions as conditions
 
@@ -172,16 +144,38 @@ def test_run_condition_options_replace_the_recorded_settings(monkeypatch):
     store = ActivationStore(capture_point="final", acts=torch.randn(n, 8), user=np.zeros(n, dtype=np.int64),
                             position=np.arange(n), input_item=np.ones(n, dtype=np.int64),
                             next_item=np.ones(n, dtype=np.int64))
-    condition = conditions.Condition("tiny", d_sae=16, k=2)
-    with pytest.raises(RuntimeError, match="stop"):
-        conditions.run_condition(condition, store, SimpleNamespace(name="ml-100k"), num_epochs=1,
-                                 sae_options={"aux_coefficient": 0.25},
-                                 train_options={"decoder_init": "random", "fit_encoder_scale": True})
-    assert (seen["config"].aux_coefficient, seen["config"].aux_rescale, seen["config"].k) == (0.25, True, 2)
-    assert (seen["train"].decoder_init, seen["train"].fit_encoder_scale, seen["train"].lr) == ("random", True, 2e-3)
+
+    def run(**kwargs):
+        with pytest.raises(RuntimeError, match="stop"):
+            conditions.run_condition(conditions.Condition("tiny", d_sae=16, k=2), store,
+                                     SimpleNamespace(name="ml-100k"), num_epochs=1, **kwargs)
+        return seen["config"], seen["train"]
+
+    return run
+
+
+def test_run_condition_trains_with_the_fix(condition_settings):
+    """The conditions study trains with both options; shipped recipes keep the old defaults."""
+    from seqsae_lib.experiments.pretrained import SAE_RECIPES_BY_NAME
+
+    config, train_config = condition_settings()
+    assert config.aux_rescale is True and train_config.decoder_init == "data"
+    assert (train_config.batch_size, train_config.lr, train_config.num_epochs) == (1024, 2e-3, 1)
+    for recipe in SAE_RECIPES_BY_NAME.values():
+        # the shipped recipes pin what they were trained with: plain AuxK at 1/32, random rows, unit-norm start
+        assert recipe.sae["aux_rescale"] is False and recipe.sae["aux_coefficient"] == 1 / 32
+        assert "decoder_init" not in recipe.train and recipe.train["fit_encoder_scale"] is False
+
+
+def test_run_condition_options_replace_the_recorded_settings(condition_settings):
+    """``--library-defaults`` of the conditions study: options replace the pinned settings, not the condition's."""
+    config, train_config = condition_settings(sae_options={"aux_coefficient": 0.25},
+                                              train_options={"decoder_init": "random", "fit_encoder_scale": True})
+    assert (config.aux_coefficient, config.aux_rescale, config.k) == (0.25, True, 2)
+    assert (train_config.decoder_init, train_config.fit_encoder_scale, train_config.lr) == ("random", True, 2e-3)
     for options in ({"sae_options": {"k": 4}}, {"train_options": {"num_epochs": 3}}):
         with pytest.raises(ValueError, match="may not set"):
-            conditions.run_condition(condition, store, SimpleNamespace(name="ml-100k"), **options)
+            condition_settings(**options)
 
 
 @pytest.mark.parametrize("decoder_init", ["random", "data"])
